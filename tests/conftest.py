@@ -1,0 +1,67 @@
+"""Shared fixtures: a real PostgreSQL that the tests start themselves on 127.0.0.1."""
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Iterator
+
+import psycopg2
+import pytest
+
+from pgfactory_kit import ConnectionSettings, make_factory
+from pgfactory_kit.server import LocalServer
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """The test session's own LocalServer (fresh data dir, free port); destroyed at the end."""
+    data_dir = tmp_path_factory.mktemp("pg") / "data"
+    srv = LocalServer(data_dir=data_dir, port=free_port(), max_connections=120)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.destroy()
+
+
+@pytest.fixture(scope="session")
+def settings(server: LocalServer) -> ConnectionSettings:
+    """The blog's credentials against the test server."""
+    return server.settings()
+
+
+@pytest.fixture
+def factory(settings: ConnectionSettings):
+    """A connection factory for the test server."""
+    return make_factory(settings)
+
+
+@pytest.fixture
+def admin_conn(server: LocalServer) -> Iterator["psycopg2.extensions.connection"]:
+    """A superuser connection (autocommit) for looking at and poking the server."""
+    conn = psycopg2.connect(**server.admin_settings("mydatabase").connect_kwargs())
+    conn.autocommit = True
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, str]:
+    """An environment with no PG*/PGFACTORY_* variables and a project root with nothing in it."""
+    for key in list(os.environ):
+        if key.startswith("PG") or key in ("DATABASE_URL",):
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.chdir(tmp_path)
+    return {"PGFACTORY_HOME": str(tmp_path)}
