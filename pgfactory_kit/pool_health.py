@@ -1,0 +1,64 @@
+"""Is this idle connection still good? Cheap checks first, a round trip only when needed.
+
+An idle connection should receive nothing from the server. If its socket is readable, the
+server has spoken: almost always to say goodbye (``pg_terminate_backend``, a restart, an
+``idle_session_timeout``), occasionally a NOTIFY or a parameter change. A zero-timeout
+``poll()`` sees that with no round trip; only then, or for a connection idle for long, is a
+``SELECT 1`` sent to be sure.
+"""
+from __future__ import annotations
+
+import select
+
+import psycopg2
+import psycopg2.extensions
+
+_UNKNOWN = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+
+def make_poller(conn: "psycopg2.extensions.connection") -> "select.poll":
+    """A poll object watching ``conn``'s socket, made once per connection (no per-check allocation)."""
+    poller = select.poll()
+    poller.register(conn.fileno(), _POLLIN)
+    return poller
+
+
+def spoken_to(poller: "select.poll") -> bool:
+    """Whether the server sent something (zero timeout: one syscall, no round trip)."""
+    return bool(poller.poll(0))
+
+
+def usable(conn: "psycopg2.extensions.connection") -> bool:
+    """Whether ``conn`` is open, not in a transaction, and answers ``SELECT 1`` (one round trip).
+
+    The check runs in autocommit so it leaves no transaction behind.
+    """
+    if conn.closed or conn.get_transaction_status() != _IDLE:
+        return False
+    autocommit = conn.autocommit
+    try:
+        if not autocommit:
+            conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        if not autocommit:
+            conn.autocommit = False
+    except psycopg2.Error:
+        return False
+    return True
+
+
+def broken(conn: "psycopg2.extensions.connection") -> bool:
+    """Whether psycopg2 already knows ``conn`` is closed or its session is lost (no I/O)."""
+    return bool(conn.closed) or conn.get_transaction_status() == _UNKNOWN
+
+
+def close_quietly(conn: "psycopg2.extensions.connection") -> None:
+    """Close ``conn``, ignoring errors from a connection that is already gone."""
+    try:
+        conn.close()
+    except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is gone either way
+        pass
