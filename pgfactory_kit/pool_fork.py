@@ -23,7 +23,7 @@ class ForkAware(Protocol):
     def _after_fork_in_child(self) -> None: ...
 
 
-_LIVE: "weakref.WeakSet[ForkAware]" = weakref.WeakSet()
+_LIVE: weakref.WeakSet[ForkAware] = weakref.WeakSet()
 _LIVE_LOCK = threading.Lock()
 _HELD: list[ForkAware] = []
 

@@ -18,19 +18,19 @@ _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
-def make_poller(conn: "psycopg2.extensions.connection") -> "select.poll":
+def make_poller(conn: psycopg2.extensions.connection) -> select.poll:
     """A poll object watching ``conn``'s socket, made once per connection (no per-check allocation)."""
     poller = select.poll()
     poller.register(conn.fileno(), _POLLIN)
     return poller
 
 
-def spoken_to(poller: "select.poll") -> bool:
+def spoken_to(poller: select.poll) -> bool:
     """Whether the server sent something (zero timeout: one syscall, no round trip)."""
     return bool(poller.poll(0))
 
 
-def usable(conn: "psycopg2.extensions.connection") -> bool:
+def usable(conn: psycopg2.extensions.connection) -> bool:
     """Whether ``conn`` is open, not in a transaction, and answers ``SELECT 1`` (one round trip).
 
     The check runs in autocommit so it leaves no transaction behind.
@@ -51,12 +51,12 @@ def usable(conn: "psycopg2.extensions.connection") -> bool:
     return True
 
 
-def broken(conn: "psycopg2.extensions.connection") -> bool:
+def broken(conn: psycopg2.extensions.connection) -> bool:
     """Whether psycopg2 already knows ``conn`` is closed or its session is lost (no I/O)."""
     return bool(conn.closed) or conn.get_transaction_status() == _UNKNOWN
 
 
-def close_quietly(conn: "psycopg2.extensions.connection") -> None:
+def close_quietly(conn: psycopg2.extensions.connection) -> None:
     """Close ``conn``, ignoring errors from a connection that is already gone."""
     try:
         conn.close()

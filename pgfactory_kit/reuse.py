@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import psycopg2
 import psycopg2.extensions
@@ -85,7 +85,7 @@ class ReusedConnection:
         conn = self._conn
         return conn is None or bool(conn.closed)
 
-    def __enter__(self) -> "ReusedConnection":
+    def __enter__(self) -> ReusedConnection:
         return self
 
     def __exit__(self, *exc: object) -> None:
