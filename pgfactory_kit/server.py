@@ -111,12 +111,25 @@ class LocalServer:
                  max_connections: int = 100) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else paths.state_dir() / "data"
         self.data_dir = self.data_dir.expanduser().absolute()
-        self.port = int(port if port is not None else os.environ.get("PGFACTORY_PORT", DEFAULT_PORT))
+        self.port = int(port if port is not None else
+                        os.environ.get("PGFACTORY_PORT") or self._configured_port() or DEFAULT_PORT)
         self.host = "127.0.0.1"
         self._bin_dir_arg = bin_dir
         self.password = password or os.environ.get("PGFACTORY_PASSWORD") or DEFAULT_PASSWORD
         self.max_connections = max_connections
         self.state_dir = self.data_dir.parent
+
+    def _configured_port(self) -> int | None:
+        """The port this cluster was last started with (so `status`/`down` find it without --port)."""
+        try:
+            text = (self._real_data_dir() / CONF_FILE).read_text()
+        except OSError:
+            return None
+        for line in text.splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "port" and value.strip().isdigit():
+                return int(value.strip())
+        return None
 
     def __repr__(self) -> str:
         return f"LocalServer(data_dir={str(self.data_dir)!r}, port={self.port})"

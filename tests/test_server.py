@@ -153,3 +153,10 @@ def test_cli_help_for_each_command(command):
     out = subprocess.run([sys.executable, "-m", "pgfactory_kit.cli", command, "--help"],
                          capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.returncode == 0 and "usage: pgfactory-kit " + command in out.stdout
+
+
+def test_without_a_port_argument_status_finds_the_port_it_was_started_on(server, monkeypatch):
+    monkeypatch.delenv("PGFACTORY_PORT", raising=False)
+    again = LocalServer(data_dir=server.data_dir)
+    assert again.port == server.port
+    assert again.status().running
