@@ -1,0 +1,120 @@
+"""The notebooks: stored clean, built to the template, and each one (and each solution) runs top
+to bottom under nbval in a fresh kernel, in quick mode, against the tests' own server."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator
+
+import nbformat
+import pytest
+
+from pgfactory_kit.server import LocalServer
+
+from .conftest import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOK_DIR = ROOT / "notebooks"
+LESSONS = sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+SOLUTIONS = sorted((NOTEBOOK_DIR / "solutions").glob("[0-9][0-9]_*.ipynb"))
+ALL_NOTEBOOKS = LESSONS + SOLUTIONS
+# Distinctive, so that a leak into any output is found by a plain substring search.
+PASSWORD = "Zq-notebooks-7b1e9c-never-printed"
+QUICK_BOUND_S = 90  # a hard bound on one notebook in quick mode (they take well under 30 s)
+
+
+def _ids(paths: list[Path]) -> list[str]:
+    return [str(p.relative_to(NOTEBOOK_DIR)) for p in paths]
+
+
+def notebook_env(server: LocalServer, **extra: str) -> dict[str, str]:
+    """The environment a notebook kernel inherits: quick mode, pointed at ``server`` only."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and k not in ("DATABASE_URL",)}
+    env.update({
+        "PGFACTORY_QUICK": "1",
+        "PGFACTORY_DSN": server.settings().dsn(),
+        "PGFACTORY_DATA_DIR": str(server.data_dir),
+        "MPLBACKEND": "Agg",
+        "PYTHONUNBUFFERED": "1",
+    })
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A server of the notebooks' own: 07 restarts it, 01 counts its sessions exactly."""
+    srv = LocalServer(data_dir=tmp_path_factory.mktemp("nbpg") / "data", port=free_port(), password=PASSWORD)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.destroy()
+
+
+# ------------------------------------------------------------------------------ stored clean, built to the template
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
+def test_committed_notebook_has_no_outputs_or_execution_counts(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    dirty = [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+             and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, (f"{path.name}: code cells {dirty} have outputs or execution counts; "
+                       "clear them before committing (Kernel > Restart and Clear Outputs, then save)")
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
+def test_notebook_uses_the_python3_kernel_and_a_parameters_cell(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata.get("kernelspec", {}).get("name") == "python3", f"{path.name}: kernelspec must be python3"
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code and "parameters" in code[0].metadata.get("tags", []), \
+        f"{path.name}: the first code cell must be tagged 'parameters'"
+    assert "quick_mode()" in code[0].source, f"{path.name}: the parameters cell sets QUICK = quick_mode()"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
+def test_lesson_opens_with_question_and_ends_with_what_we_saw_and_a_challenge(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    first = nb.cells[0]
+    assert first.cell_type == "markdown" and first.source.startswith("# "), f"{path.name}: starts with a title"
+    for word in ("Question", "Time needed", "You will be able to"):
+        assert word in first.source, f"{path.name}: the opening cell names its {word!r}"
+    markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+    assert "Challenge" in markdown, f"{path.name}: has a Challenge exercise"
+    assert "What we saw" in markdown, f"{path.name}: ends with 'What we saw'"
+    assert any("pgfactory_kit.exercises" in c.source for c in nb.cells if c.cell_type == "code"), \
+        f"{path.name}: the challenge uses a checker from pgfactory_kit.exercises"
+    asserts = sum(c.source.count("assert ") for c in nb.cells if c.cell_type == "code")
+    assert asserts >= 2, f"{path.name}: teaching claims are explicit assertions (found {asserts})"
+
+
+@pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
+def test_every_lesson_has_a_solution_notebook(path: Path) -> None:
+    prefix = path.name[:3]
+    assert any(s.name.startswith(prefix) for s in SOLUTIONS), \
+        f"no notebooks/solutions/{prefix}*_solution.ipynb for {path.name}"
+
+
+# ------------------------------------------------------------------------------ executed with nbval
+@pytest.mark.notebooks
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
+def test_notebook_runs_top_to_bottom_under_nbval_in_quick_mode(path: Path, notebook_server: LocalServer,
+                                                               tmp_path: Path) -> None:
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=60", "-p", "no:cacheprovider",
+           "-q", "--no-header", "-o", "addopts=", str(path)]
+    started = time.monotonic()
+    try:
+        result = subprocess.run(cmd, cwd=ROOT, env=notebook_env(notebook_server), capture_output=True,
+                                text=True, timeout=QUICK_BOUND_S)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"{path.name} did not finish within {QUICK_BOUND_S}s in quick mode: {exc.stdout!s:.2000}")
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output, f"{path.name} printed the database password"
+    assert result.returncode == 0, f"{path.name} failed under nbval ({elapsed:.1f}s):\n{output[-6000:]}"
+    print(f"{path.name}: {elapsed:.1f}s")
