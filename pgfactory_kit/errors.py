@@ -5,10 +5,20 @@ import psycopg2
 
 from .settings import ConnectionSettings
 
+# (needle in the server's words, advice). The first match wins, so specific needles come first.
 _ADVICE = [
+    ("too many connections for role",
+     "role {user} has reached its CONNECTION LIMIT (set by the instructor, see docs/workshops.md). "
+     "Close connections you no longer use (conn.close(), pool.close(), or restart the notebook's kernel), "
+     "keep a pool's max_size below the limit, or ask the instructor to raise it."),
     ("password authentication failed",
-     "the server rejected the password for role {user}. Check PGPASSWORD / PGFACTORY_DSN / .env; "
-     "for the kit's own server the lesson's credentials are in .pgfactory/kit.env (run `pgfactory-kit up`)."),
+     "the server rejected the password for role {user}, or that role does not exist (the server does not "
+     "say which, on purpose). Check the user and password in PGFACTORY_DSN / PGUSER / PGPASSWORD / .env; "
+     "for the kit's own server the lesson's credentials are in .pgfactory/kit.env (run `pgfactory-kit up`); "
+     "in a workshop, use the line the instructor gave you."),
+    ("permission denied for database",
+     "role {user} may not connect to database {dbname} (no CONNECT privilege). Connect to your own "
+     "database (in a workshop: the one named in your DSN), or ask the database's owner for access."),
     ("role \"",
      "role {user} does not exist on this server. Use an existing role, or run `pgfactory-kit up` "
      "to get the kit's server, which creates it."),
@@ -21,27 +31,41 @@ _ADVICE = [
     ("no such file or directory",
      "no server socket at {host}. Start the database with `pgfactory-kit up`, or use host=127.0.0.1."),
     ("timeout expired",
-     "the server at {host}:{port} did not answer within connect_timeout={timeout}s. It may be "
-     "overloaded, behind a firewall, or not a PostgreSQL server; check the host and port."),
+     "the server at {host}:{port} accepted the connection but did not answer within connect_timeout={timeout}s. "
+     "It may be overloaded, behind a firewall, or not a PostgreSQL server; check the host and port "
+     "(`pgfactory-kit status` for the kit's own server)."),
     ("too many clients",
      "the server is at max_connections. Close idle connections, use a pool with a smaller max_size, "
      "or put PgBouncer in front (see notebook 05)."),
     ("remaining connection slots are reserved",
      "the server is at max_connections (the last slots are reserved for superusers). Use fewer "
      "connections: a pool with a smaller max_size, or PgBouncer."),
-    ("too many connections for role",
-     "role {user} has reached its CONNECTION LIMIT. Close connections you hold (pool.close()), "
-     "or ask the instructor to raise the limit."),
+    ("the database system is starting up",
+     "the server is still starting; wait a few seconds and retry (`pgfactory-kit status`)."),
+    ("the database system is shutting down",
+     "the server is stopping; start it again with `pgfactory-kit up` (or wait for its restart) and retry."),
     ("could not translate host name",
      "the host name {host} could not be resolved. Check PGHOST / PGFACTORY_DSN for a typo."),
     ("server does not support ssl",
      "sslmode={sslmode} needs a server with TLS; this one has none (the pip-installed binaries "
      "are built without SSL). Use sslmode=disable/prefer, or a server with TLS."),
+    ("expected authentication request",
+     "something that is not PostgreSQL answers on {host}:{port}. Check the port (the kit's server uses "
+     "15432 by default; `pgfactory-kit status` shows it)."),
+    ("received invalid response to ssl negotiation",
+     "something that is not PostgreSQL answers on {host}:{port}. Check the port (the kit's server uses "
+     "15432 by default; `pgfactory-kit status` shows it)."),
+    ("server closed the connection unexpectedly",
+     "the server ended the connection during start-up; it may have crashed or be restarting. Look at its "
+     "log (`pgfactory-kit status` shows where) and retry."),
 ]
+_DEFAULT_ADVICE = "check that the server is running and the settings are right (`pgfactory-kit status`)."
 
 
 class KitConnectError(psycopg2.OperationalError):
-    """A connection failure explained: the server's words, what was tried, and what to do."""
+    """A connection failure explained: the server's words, what was tried, and what to do.
+
+    Attributes: ``server_message`` (the driver's text, password scrubbed), ``tried`` and ``advice``."""
 
 
 def scrub(text: str, password: str | None) -> str:
@@ -51,22 +75,40 @@ def scrub(text: str, password: str | None) -> str:
     return text
 
 
-def explain_connect_error(exc: BaseException, settings: ConnectionSettings) -> KitConnectError:
-    """Wrap a psycopg2 connect failure in a KitConnectError whose message says what to do."""
-    server_words = scrub(str(exc).strip(), settings.password) or type(exc).__name__
+def describe_attempt(settings: ConnectionSettings) -> str:
+    """What the kit tried, in words: transport, address, role, database, timeout (never the password)."""
+    if settings.transport == "unix socket":
+        where = f"the Unix socket in {settings.host} (port {settings.port})"
+    else:
+        where = f"{settings.transport} to {settings.host}:{settings.port}"
+    auth = "with a password" if settings.password else "without a password"
+    return (f"{where} as role {settings.user!r} {auth}, database {settings.dbname!r}, "
+            f"waiting at most connect_timeout={settings.connect_timeout}s")
+
+
+def advice_for(server_words: str, settings: ConnectionSettings) -> str:
+    """The 'what to do next' sentence matching the server's (or libpq's) words."""
     lowered = server_words.lower()
-    advice = "check that the server is running and the settings are right (`pgfactory-kit status`)."
-    for needle, text in _ADVICE:
-        if needle in lowered:
-            advice = text
-            break
-    advice = advice.format(user=repr(settings.user), dbname=repr(settings.dbname), host=settings.host,
-                           port=settings.port, timeout=settings.connect_timeout, sslmode=settings.sslmode)
-    first_line = server_words.splitlines()[0] if server_words else ""
-    message = (f"could not connect to {settings.masked_dsn()}: {first_line}\n"
+    advice = next((text for needle, text in _ADVICE if needle in lowered), _DEFAULT_ADVICE)
+    return advice.format(user=repr(settings.user), dbname=repr(settings.dbname), host=settings.host,
+                         port=settings.port, timeout=settings.connect_timeout, sslmode=settings.sslmode)
+
+
+def explain_connect_error(exc: BaseException, settings: ConnectionSettings) -> KitConnectError:
+    """Wrap a psycopg2 connect failure in a KitConnectError whose message says what happened,
+    what the kit tried and what to do next; the password is scrubbed from all of it."""
+    server_words = scrub(str(exc).strip(), settings.password) or type(exc).__name__
+    advice = advice_for(server_words, settings)
+    tried = describe_attempt(settings)
+    lines = [line.strip() for line in server_words.splitlines() if line.strip()]
+    happened = " ".join(lines[:2])  # the error and, when there is one, its DETAIL line
+    message = (f"could not connect to {settings.masked_dsn()}: {happened}\n"
+               f"What the kit tried: {tried}.\n"
                f"What to do: {advice}")
     err = KitConnectError(message)
     err.server_message = server_words  # type: ignore[attr-defined]
+    err.tried = tried  # type: ignore[attr-defined]
+    err.advice = advice  # type: ignore[attr-defined]
     return err
 
 
@@ -88,3 +130,7 @@ class DataDirNotWritableError(ServerError):
 
 class ServerStartError(ServerError):
     """The server was launched but did not come up; the message carries the tail of its log."""
+
+
+class ProvisionError(RuntimeError):
+    """Workshop provisioning cannot go ahead; the message says why and what to change."""

@@ -1,0 +1,563 @@
+"""Workshop provisioning: one login role and one database per learner on a shared server.
+
+Each learner ``<prefix><i>`` gets a generated password, a ``CONNECTION LIMIT``, and a database of
+the same name that they own, seeded with the lesson's table and closed to everyone else
+(``REVOKE ALL ... FROM PUBLIC``). Promises:
+- idempotent: rerunning changes nothing; existing roles keep their passwords (``reset_passwords``
+  generates new ones); ``drop`` removes only roles the kit created (marked by a role comment);
+- the plaintext password never reaches the server (a SCRAM verifier is sent) nor any output: it is
+  only in the credentials file, written atomically with mode 0600;
+- the learners' connection limits fit the server's ``max_connections`` (see docs/workshops.md).
+"""
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import csv
+import hashlib
+import hmac
+import io
+import os
+import re
+import secrets
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psycopg2
+import psycopg2.extensions
+from psycopg2 import sql
+
+from . import paths
+from .errors import KitConnectError, ProvisionError, scrub
+from .factory import make_factory
+from .settings import ConnectionSettings
+
+MARKER = "pgfactory-kit learner"
+DEFAULT_PREFIX = "learner"
+ADMIN_HEADROOM = 5        # connections kept free for the instructor and monitoring
+RECOMMENDED_LIMIT = 15    # a pool's default max_size (10) plus the direct connections the lessons open
+MIN_LIMIT = 2             # below this a learner cannot even compare two connections
+MAX_LEARNERS = 500
+SQL_DIR = Path(__file__).resolve().parent.parent / "data" / "initdb"
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
+
+
+# ----------------------------------------------------------------------------- values
+@dataclass(frozen=True)
+class Budget:
+    """How many connections learners may hold: max_connections minus what must stay free."""
+
+    max_connections: int
+    reserved: int           # superuser_reserved_connections + reserved_connections
+    headroom: int           # kept for the instructor
+    other_learners: int     # CONNECTION LIMITs of the kit's learners with another prefix
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.reserved - self.headroom - self.other_learners
+
+    def arithmetic(self) -> str:
+        """The sum, in words, for messages and docs."""
+        return (f"max_connections {self.max_connections} - reserved {self.reserved} - instructor headroom "
+                f"{self.headroom} - other learners' limits {self.other_learners} = {self.available}")
+
+    def default_limit(self, learners: int) -> int:
+        """The largest fair share, capped at RECOMMENDED_LIMIT; ProvisionError when below MIN_LIMIT."""
+        share = min(RECOMMENDED_LIMIT, self.available // learners)
+        if share < MIN_LIMIT:
+            raise ProvisionError(
+                f"{learners} learners do not fit: {self.arithmetic()} connections, "
+                f"{self.available // learners} each, and each learner needs at least {MIN_LIMIT}. What to do: "
+                f"provision fewer learners, or raise max_connections to at least "
+                f"{self.max_connections - self.available + learners * RECOMMENDED_LIMIT} "
+                "(ALTER SYSTEM SET max_connections = ...; restart; LocalServer(max_connections=...)).")
+        return share
+
+    def check(self, learners: int, limit: int) -> None:
+        """ProvisionError unless ``learners x limit`` fits in the budget."""
+        if limit < 1:
+            raise ProvisionError(f"--connection-limit must be at least 1, got {limit}")
+        if learners * limit > self.available:
+            raise ProvisionError(
+                f"{learners} learners x CONNECTION LIMIT {limit} = {learners * limit} connections, but only "
+                f"{self.available} fit ({self.arithmetic()}). What to do: use --connection-limit "
+                f"{max(self.available // learners, 0)} or less, provision fewer learners, or raise "
+                "max_connections on the server.")
+
+
+@dataclass
+class Learner:
+    """One learner's account; ``password`` is None when it exists but is not known to the kit."""
+
+    name: str
+    status: str                      # created | exists | password reset | exists, password unknown
+    connection_limit: int
+    password: str | None = field(default=None, repr=False)
+
+    @property
+    def dbname(self) -> str:
+        return self.name
+
+    def settings(self, host: str, port: int) -> ConnectionSettings:
+        return ConnectionSettings(host=host, port=port, dbname=self.dbname, user=self.name,
+                                  password=self.password, application_name=self.name)
+
+
+@dataclass
+class ProvisionResult:
+    """What ``provision`` did: the learners, the credentials file, the budget and any warnings."""
+
+    learners: list[Learner]
+    credentials_file: Path
+    budget: Budget
+    warnings: list[str]
+
+
+@dataclass(frozen=True)
+class LearnerStatus:
+    """What ``check`` found for one learner role."""
+
+    name: str
+    connection_limit: int
+    database_exists: bool
+    sessions: int
+    table_rows: int | None
+
+
+@dataclass
+class CheckReport:
+    """The learners of one prefix, the budget, and kit databases left without their role."""
+
+    prefix: str
+    learners: list[LearnerStatus]
+    budget: Budget
+    warnings: list[str]
+
+
+# ----------------------------------------------------------------------------- helpers
+def learner_names(prefix: str, learners: int) -> list[str]:
+    """``prefix1`` … ``prefixN``, after checking the prefix and the count."""
+    check_prefix(prefix)
+    if not 1 <= learners <= MAX_LEARNERS:
+        raise ProvisionError(f"--learners must be between 1 and {MAX_LEARNERS}, got {learners}")
+    return [f"{prefix}{i}" for i in range(1, learners + 1)]
+
+
+def check_prefix(prefix: str) -> None:
+    if not _PREFIX_RE.match(prefix):
+        raise ProvisionError(f"--prefix {prefix!r} is not usable: use lower-case letters, digits and _, "
+                             "starting with a letter, at most 41 characters (e.g. --prefix learner)")
+
+
+def marker(prefix: str) -> str:
+    return f"{MARKER} (prefix {prefix})"
+
+
+def generate_password() -> str:
+    """24 URL-safe characters from ``secrets`` (safe in a DSN without quoting)."""
+    return secrets.token_urlsafe(18)
+
+
+def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """The SCRAM-SHA-256 verifier PostgreSQL stores, computed here so the plaintext never leaves."""
+    salt = os.urandom(16) if salt is None else salt
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
+    b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+def password_matches(password: str, verifier: str | None) -> bool:
+    """Whether ``password`` produces the stored SCRAM ``verifier`` (False when unknown or not SCRAM)."""
+    match = re.match(r"^SCRAM-SHA-256\$(\d+):([^$]+)\$", verifier or "")
+    if not match:
+        return False
+    expected = scram_verifier(password, base64.b64decode(match.group(2)), int(match.group(1)))
+    return hmac.compare_digest(expected, verifier or "")
+
+
+def default_credentials_file(prefix: str) -> Path:
+    """``<project>/.pgfactory/<prefix>-credentials.csv`` (ignored by git)."""
+    return paths.state_dir() / f"{prefix}-credentials.csv"
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """learner -> password from a credentials file written earlier (empty when absent)."""
+    if not path.is_file():
+        return {}
+    found: dict[str, str] = {}
+    for row in csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))):
+        try:
+            password = ConnectionSettings.from_dsn(row.get("dsn") or "").password
+        except ValueError:
+            continue
+        if row.get("learner") and password:
+            found[row["learner"]] = password
+    return found
+
+
+def write_credentials(path: Path, rows: list[tuple[str, str, str]]) -> bool:
+    """Write ``learner,database,dsn`` rows atomically with mode 0600; False when nothing changed."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["learner", "database", "dsn"])
+    writer.writerows(rows)
+    text = buffer.getvalue()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_file() and path.read_text(encoding="utf-8") == text and (path.stat().st_mode & 0o777) == 0o600:
+        return False
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")  # created 0600
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return True
+
+
+def _connect(settings: ConnectionSettings) -> psycopg2.extensions.connection:
+    return make_factory(settings, autocommit=True)()
+
+
+class _Admin:
+    """The instructor's autocommit connection, with the queries provisioning needs."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self.settings = settings
+        self.conn = _connect(settings)
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def rows(self, query: sql.Composable | str, params: tuple = ()) -> list[tuple]:
+        with self.conn.cursor() as cur:
+            cur.execute(query, params)
+            return cur.fetchall() if cur.description else []
+
+    def require_privileges(self) -> None:
+        (superuser, createrole, createdb), = self.rows(
+            "SELECT rolsuper, rolcreaterole, rolcreatedb FROM pg_roles WHERE rolname = current_user")
+        if not superuser:
+            raise ProvisionError(
+                f"role {self.settings.user!r} is not a superuser, so it cannot create the learners' roles and "
+                "databases and seed them as their owners. What to do: pass --dsn with a superuser (the kit's "
+                "own server: leave --dsn out and the kit uses its admin role)."
+                + ("" if createrole and createdb else " (It lacks CREATEROLE/CREATEDB too.)"))
+
+    def budget(self, prefix: str) -> Budget:
+        (max_conn, su_reserved, reserved), = self.rows(
+            "SELECT current_setting('max_connections')::int, "
+            "current_setting('superuser_reserved_connections')::int, "
+            "coalesce(current_setting('reserved_connections', true), '0')::int")
+        (others,), = self.rows(
+            "SELECT coalesce(sum(greatest(rolconnlimit, 0)), 0)::int FROM pg_roles "
+            "WHERE shobj_description(oid, 'pg_authid') LIKE %s AND shobj_description(oid, 'pg_authid') <> %s",
+            (MARKER + " (prefix %", marker(prefix)))
+        return Budget(max_conn, su_reserved + reserved, ADMIN_HEADROOM, others)
+
+    def kit_roles(self, prefix: str) -> dict[str, tuple[int, str | None]]:
+        """name -> (connection limit, stored verifier or None) for this prefix's learners, by number."""
+        found = self.rows(
+            "SELECT rolname, rolconnlimit, rolpassword FROM pg_authid "
+            "WHERE rolname ~ %s AND shobj_description(oid, 'pg_authid') = %s "
+            "ORDER BY length(rolname), rolname", (f"^{prefix}[0-9]+$", marker(prefix)))
+        return {name: (limit, verifier) for name, limit, verifier in found}
+
+    def role_exists(self, name: str) -> bool:
+        return bool(self.rows("SELECT 1 FROM pg_roles WHERE rolname = %s", (name,)))
+
+    def database_owner(self, name: str) -> str | None:
+        found = self.rows("SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = %s", (name,))
+        return found[0][0] if found else None
+
+    def public_can_create_in_public_schema(self) -> bool:
+        return bool(self.rows(
+            "SELECT 1 FROM pg_namespace n, aclexplode(coalesce(n.nspacl, acldefault('n', n.nspowner))) a "
+            "WHERE n.nspname = 'public' AND a.grantee = 0 AND a.privilege_type = 'CREATE'"))
+
+
+# ----------------------------------------------------------------------------- provision
+def provision(admin_settings: ConnectionSettings, learners: int, prefix: str = DEFAULT_PREFIX, *,
+              connection_limit: int | None = None, out: str | os.PathLike[str] | None = None,
+              host: str | None = None, reset_passwords: bool = False) -> ProvisionResult:
+    """Create (or confirm) ``learners`` roles and databases; write the credentials file.
+
+    Existing learners keep their password (read back from ``out``) unless ``reset_passwords``.
+    Raises ProvisionError when the limits do not fit ``max_connections`` or a name is taken."""
+    names = learner_names(prefix, learners)
+    out_path = Path(out) if out is not None else default_credentials_file(prefix)
+    known = read_credentials(out_path)
+    warnings: list[str] = []
+    admin = _Admin(admin_settings)
+    try:
+        admin.require_privileges()
+        budget = admin.budget(prefix)
+        limit = budget.default_limit(learners) if connection_limit is None else connection_limit
+        budget.check(learners, limit)
+        if limit < RECOMMENDED_LIMIT:
+            warnings.append(f"CONNECTION LIMIT {limit} is below the {RECOMMENDED_LIMIT} the lessons assume: "
+                            f"learners should keep pools at max_size={max(limit - 2, 1)} or less.")
+        if admin.public_can_create_in_public_schema():
+            warnings.append(f"PUBLIC may create objects in schema public of database {admin_settings.dbname!r} "
+                            "(a server older than PostgreSQL 15?): learners could create tables there. "
+                            "Fix: REVOKE CREATE ON SCHEMA public FROM PUBLIC in each shared database.")
+        existing = admin.kit_roles(prefix)
+        done = [_ensure_learner(admin, name, prefix, limit, existing.get(name), known.get(name), reset_passwords)
+                for name in names]
+        for learner in done:
+            _ensure_database(admin, learner.name)
+        for learner in done:
+            _seed(admin_settings, learner.name)
+        extra = [name for name in admin.kit_roles(prefix) if name not in names]
+    finally:
+        admin.close()
+    if extra:
+        warnings.append(f"{len(extra)} more learner(s) of prefix {prefix!r} exist ({', '.join(extra)}); "
+                        "left as they are (`pgfactory-kit provision --drop` removes all).")
+    if any(learner.password is None for learner in done):
+        warnings.append(f"some learners exist but their password is not in {out_path}: their DSN there has "
+                        "no password. Rerun with --reset-passwords to give them new ones.")
+    target_host = host or admin_settings.host
+    rows = [(learner.name, learner.dbname, learner.settings(target_host, admin_settings.port).dsn())
+            for learner in done]
+    rows += [(name, name, ConnectionSettings(host=target_host, port=admin_settings.port, dbname=name, user=name,
+                                             password=known.get(name)).dsn()) for name in extra]
+    write_credentials(out_path, rows)
+    return ProvisionResult(done, out_path, budget, warnings)
+
+
+def _ensure_learner(admin: _Admin, name: str, prefix: str, limit: int, existing: tuple[int, str | None] | None,
+                    known_password: str | None, reset_password: bool) -> Learner:
+    role = sql.Identifier(name)
+    if existing is None:
+        if admin.role_exists(name):
+            raise ProvisionError(
+                f"role {name!r} already exists on this server and was not created by pgfactory-kit, so the kit "
+                "leaves it alone. What to do: choose another --prefix.")
+        password = generate_password()
+        admin.rows(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS "
+                           "CONNECTION LIMIT {} PASSWORD %s").format(role, sql.Literal(limit)),
+                   (scram_verifier(password),))
+        admin.rows(sql.SQL("COMMENT ON ROLE {} IS {}").format(role, sql.Literal(marker(prefix))))
+        return Learner(name, "created", limit, password)
+    current_limit, verifier = existing
+    status = "exists"
+    if current_limit != limit:
+        admin.rows(sql.SQL("ALTER ROLE {} CONNECTION LIMIT {}").format(role, sql.Literal(limit)))
+        status = f"exists, limit {current_limit} -> {limit}"
+    password = known_password if known_password and password_matches(known_password, verifier) else None
+    if reset_password:
+        password = generate_password()
+        admin.rows(sql.SQL("ALTER ROLE {} PASSWORD %s").format(role), (scram_verifier(password),))
+        status = "password reset"
+    elif password is None:
+        status = "exists, password unknown"
+    return Learner(name, status, limit, password)
+
+
+def _ensure_database(admin: _Admin, name: str) -> None:
+    owner = admin.database_owner(name)
+    if owner is None:
+        admin.rows(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(name), sql.Identifier(name)))
+    elif owner != name:
+        raise ProvisionError(f"database {name!r} already exists, owned by {owner!r}, not by learner {name!r}; "
+                             "the kit leaves it alone. What to do: choose another --prefix.")
+    # Only the owner (and superusers) may connect, create schemas or temporary tables.
+    admin.rows(sql.SQL("REVOKE ALL ON DATABASE {} FROM PUBLIC").format(sql.Identifier(name)))
+
+
+def _seed(admin_settings: ConnectionSettings, name: str) -> None:
+    """Run data/initdb/*.sql in the learner's database as the learner (objects owned by them)."""
+    conn = _connect(admin_settings.with_(dbname=name))
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(name)))
+            for script in sorted(SQL_DIR.glob("*.sql")):
+                cur.execute(script.read_text(encoding="utf-8"))
+            cur.execute("RESET ROLE")
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- drop / check
+def drop(admin_settings: ConnectionSettings, prefix: str = DEFAULT_PREFIX, *,
+         out: str | os.PathLike[str] | None = None, wait_s: float = 10.0) -> list[str]:
+    """End the sessions of this prefix's learners, drop their databases and roles and the
+    credentials file. Touches only roles the kit marked. Returns the names dropped."""
+    check_prefix(prefix)
+    admin = _Admin(admin_settings)
+    try:
+        admin.require_privileges()
+        names = list(admin.kit_roles(prefix))
+        if names:
+            _terminate(admin, names, wait_s)
+        for name in names:
+            if admin.database_owner(name) == name:
+                admin.rows(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+            admin.rows(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
+            admin.rows(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+    finally:
+        admin.close()
+    out_path = Path(out) if out is not None else default_credentials_file(prefix)
+    if out_path.is_file():
+        out_path.unlink()
+    return names
+
+
+def _terminate(admin: _Admin, names: list[str], wait_s: float) -> None:
+    """pg_terminate_backend every session of these roles, then wait (bounded) until they are gone."""
+    deadline = time.monotonic() + wait_s
+    for _ in range(1000):
+        left = admin.rows("SELECT pid FROM pg_stat_activity WHERE usename = ANY(%s) OR datname = ANY(%s)",
+                          (names, names))
+        if not left:
+            return
+        if time.monotonic() > deadline:
+            raise ProvisionError(f"{len(left)} session(s) of the learners did not end within {wait_s:.0f}s; "
+                                 "retry `pgfactory-kit provision --drop`.")
+        admin.rows("SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+                   ([pid for (pid,) in left],))
+        time.sleep(0.05)
+
+
+def check(admin_settings: ConnectionSettings, prefix: str = DEFAULT_PREFIX) -> CheckReport:
+    """What exists for this prefix: each learner's limit, database, sessions and table rows."""
+    check_prefix(prefix)
+    admin = _Admin(admin_settings)
+    try:
+        admin.require_privileges()
+        budget = admin.budget(prefix)
+        statuses = []
+        for name, (limit, _verifier) in admin.kit_roles(prefix).items():
+            has_db = admin.database_owner(name) == name
+            (sessions,), = admin.rows("SELECT count(*)::int FROM pg_stat_activity WHERE usename = %s", (name,))
+            statuses.append(LearnerStatus(name, limit, has_db, sessions,
+                                          _table_rows(admin_settings, name) if has_db else None))
+        orphans = [name for (name,) in admin.rows(
+            "SELECT datname FROM pg_database WHERE datname ~ %s AND NOT EXISTS "
+            "(SELECT 1 FROM pg_roles WHERE rolname = datname)", (f"^{prefix}[0-9]+$",))]
+    finally:
+        admin.close()
+    warnings = [f"database {name!r} has no role of the same name (left from an interrupted drop?)"
+                for name in orphans]
+    return CheckReport(prefix, statuses, budget, warnings)
+
+
+def _table_rows(admin_settings: ConnectionSettings, name: str) -> int | None:
+    conn = _connect(admin_settings.with_(dbname=name))
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.mytable') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                return None
+            cur.execute("SELECT count(*) FROM public.mytable")
+            return int(cur.fetchone()[0])
+    finally:
+        conn.close()
+
+
+# ----------------------------------------------------------------------------- CLI
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``pgfactory-kit provision``."""
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--drop", action="store_true", help="end the learners' sessions, drop their databases "
+                        "and roles, delete the credentials file")
+    action.add_argument("--check", action="store_true", help="report which learners exist, their limits and "
+                        "sessions, and the connection budget")
+    parser.add_argument("--learners", type=int, metavar="N", help="how many learners (needed to provision)")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX,
+                        help="role and database names are PREFIX1..PREFIXN (default: learner)")
+    parser.add_argument("--dsn", default=None, metavar="ADMIN_DSN",
+                        help="a superuser DSN for the shared server (default: $PGFACTORY_ADMIN_DSN, else the "
+                        "kit's own server's admin role); prefer the variable: command lines are visible in ps")
+    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
+                        help="credentials file, CSV learner,database,dsn, mode 0600 "
+                        "(default: .pgfactory/PREFIX-credentials.csv)")
+    parser.add_argument("--connection-limit", type=int, default=None, metavar="K",
+                        help="CONNECTION LIMIT per learner (default: a fair share of max_connections, at most "
+                        f"{RECOMMENDED_LIMIT})")
+    parser.add_argument("--host", default=None, help="host name the learners use in their DSNs "
+                        "(default: the admin connection's host)")
+    parser.add_argument("--reset-passwords", action="store_true",
+                        help="give existing learners new passwords (default: keep them)")
+    parser.add_argument("--data-dir", type=Path, default=None, help="the kit's server to use when no DSN is given")
+    parser.add_argument("--port", type=int, default=None, help="that server's port")
+
+
+def admin_settings_from_args(args: argparse.Namespace) -> ConnectionSettings:
+    """--dsn, else $PGFACTORY_ADMIN_DSN, else the kit's own server's admin role."""
+    dsn = args.dsn or os.environ.get("PGFACTORY_ADMIN_DSN")
+    if dsn:
+        return ConnectionSettings.from_dsn(dsn).with_(connect_timeout=10)
+    from .server import LocalServer
+    server = LocalServer(data_dir=args.data_dir, port=args.port)
+    try:
+        return server.admin_settings()
+    except OSError:
+        raise ProvisionError(
+            f"the kit's server in {server.data_dir} has no admin credentials (never started?). What to do: "
+            "run `pgfactory-kit up` first, or pass --dsn / PGFACTORY_ADMIN_DSN for a shared server.") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    """Provision, drop or check; prints names, limits and the credentials file path, never a password."""
+    admin = None
+    try:
+        admin = admin_settings_from_args(args)
+        if args.check:
+            _print_check(check(admin, args.prefix))
+        elif args.drop:
+            dropped = drop(admin, args.prefix, out=args.out)
+            print(f"Dropped {len(dropped)} learner(s) of prefix {args.prefix!r}"
+                  + (f": {', '.join(dropped)}" if dropped else " (none existed)") + ".")
+        else:
+            if args.learners is None:
+                raise ProvisionError("say how many learners: --learners N (or --check / --drop)")
+            _print_result(provision(admin, args.learners, args.prefix, connection_limit=args.connection_limit,
+                                    out=args.out, host=args.host, reset_passwords=args.reset_passwords))
+        return 0
+    except (ProvisionError, KitConnectError, ValueError) as exc:
+        print(f"pgfactory-kit provision: {scrub(str(exc), admin.password if admin else None)}", file=sys.stderr)
+        return 1
+    except psycopg2.Error as exc:
+        text = scrub(str(exc).strip(), admin.password if admin else None)
+        print(f"pgfactory-kit provision: the server refused a step: {text}\nWhat to do: fix the cause above and "
+              "rerun; provisioning is idempotent.", file=sys.stderr)
+        return 1
+
+
+def _print_result(result: ProvisionResult) -> None:
+    print(f"{'learner':<20} {'database':<20} {'limit':>5}  status")
+    for learner in result.learners:
+        print(f"{learner.name:<20} {learner.dbname:<20} {learner.connection_limit:>5}  {learner.status}")
+    print(f"Connection budget: {result.budget.arithmetic()}; "
+          f"learners use {len(result.learners)} x {result.learners[0].connection_limit}.")
+    for warning in result.warnings:
+        print(f"Warning: {warning}")
+    print(f"Credentials: {result.credentials_file} (mode 0600; hand each learner only their own line)")
+
+
+def _print_check(report: CheckReport) -> None:
+    if not report.learners:
+        print(f"No learners of prefix {report.prefix!r} exist.")
+    else:
+        print(f"{'learner':<20} {'limit':>5} {'database':>9} {'sessions':>8} {'rows':>6}")
+        for s in report.learners:
+            rows = "-" if s.table_rows is None else str(s.table_rows)
+            print(f"{s.name:<20} {s.connection_limit:>5} {'yes' if s.database_exists else 'MISSING':>9} "
+                  f"{s.sessions:>8} {rows:>6}")
+    print(f"Connection budget: {report.budget.arithmetic()}.")
+    for warning in report.warnings:
+        print(f"Warning: {warning}")
