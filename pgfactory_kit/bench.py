@@ -1,0 +1,398 @@
+"""The measurement runner: time connect-per-query against reused and pooled connections, honestly.
+
+Protocol (see docs/measurements.md): each operation is timed with ``time.perf_counter_ns``; each
+strategy first runs warm-up operations (kept, marked ``phase='warmup'``, left out of summaries);
+the timed operations run in blocks, strategies taking turns (round-robin, the order rotating every
+block) so machine drift hits all alike; garbage collection runs between blocks, never inside one.
+The server's own counter (``pg_stat_database.sessions``) says how many sessions each strategy opened.
+"""
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg2
+
+from .bench_stats import GROUP_COLUMNS, fit_rtt_model, summarize
+from .bench_strategies import (
+    DEFAULT_STRATEGIES,
+    STRATEGIES,
+    Strategy,
+    StrategyUnavailable,
+    Workload,
+    make_strategy,
+    make_workload,
+)
+from .machine import machine_summary, server_version, summary_line
+from .settings import ConnectionSettings
+
+__all__ = ["BenchResult", "run_benchmark", "thread_sweep", "rtt_sweep", "summarize", "fit_rtt_model",
+           "connect_breakdown", "combine", "STRATEGIES", "DEFAULT_STRATEGIES", "TRANSPORTS", "AUTH_METHODS"]
+
+TRANSPORTS = ("tcp", "unix", "tls")
+AUTH_METHODS = ("scram-sha-256", "md5", "trust")
+RESULT_COLUMNS = ["strategy", "scenario", "workload", "thread", "repeat", "phase", "block", "op", "start_ns", "ns",
+                  "backend_pid", "threads", "rtt_ms", "auth", "transport"]
+DEFAULT_TIME_LIMIT_S = 900.0
+SETTLE_TIMEOUT_S = 2.0
+
+
+@dataclass
+class BenchResult:
+    """What a run measured: ``results`` (one row per operation), ``sessions`` (what the server saw per
+    strategy), ``machine`` (what it ran on) and ``notes`` (strategies skipped and why, early stops)."""
+
+    results: pd.DataFrame
+    sessions: pd.DataFrame
+    machine: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self, baseline: str = "reused", n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:
+        """Median, p95, p99 (ms), ops/s and the ratio to ``baseline`` with its bootstrap 95% interval."""
+        return summarize(self.results, baseline=baseline, n_boot=n_boot, seed=seed)
+
+    def fit(self) -> pd.DataFrame:
+        """``fit_rtt_model(self.results)``: fixed cost and round trips per operation, per strategy."""
+        return fit_rtt_model(self.results)
+
+    @property
+    def machine_line(self) -> str:
+        """One line describing the machine, for titles and printouts."""
+        return summary_line(self.machine)
+
+    def save(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write results.csv, summary.csv, sessions.csv and machine.json into ``out_dir``."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {name: out / name for name in ("results.csv", "summary.csv", "sessions.csv", "machine.json")}
+        self.results.to_csv(paths["results.csv"], index=False)
+        self.summary().to_csv(paths["summary.csv"], index=False)
+        self.sessions.to_csv(paths["sessions.csv"], index=False)
+        machine = dict(self.machine, notes=self.notes)
+        paths["machine.json"].write_text(json.dumps(machine, indent=2, default=str) + "\n", encoding="utf-8")
+        return paths
+
+
+# ------------------------------------------------------------------------------------- targets
+def resolve_target(settings: ConnectionSettings | None, server: Any, auth: str | None,
+                   transport: str) -> tuple[ConnectionSettings, ConnectionSettings, str, str]:
+    """``(settings to measure, owner settings for monitoring/clean-up, auth label, transport label)``.
+
+    With a ``server`` (LocalServer) any auth method and transport can be chosen; with plain settings
+    they are whatever those settings and the server's pg_hba.conf make them.
+    """
+    if transport not in TRANSPORTS:
+        raise ValueError(f"unknown transport {transport!r}; choose one of {', '.join(TRANSPORTS)}")
+    if server is not None:
+        method = auth or "scram-sha-256"
+        if method not in AUTH_METHODS:
+            raise ValueError(f"unknown auth method {method!r}; choose one of {', '.join(AUTH_METHODS)}")
+        owner = server.settings()
+        target = owner if method == "scram-sha-256" else server.auth_settings(method)
+        if transport == "unix":
+            target = target.with_(host=server.socket_settings().host)
+        elif transport == "tls":
+            if not server.supports_ssl:
+                raise ValueError("TLS was asked for, but this server's binaries are built without SSL (the pip "
+                                 "ones are). What to do: use transport='tcp' or 'unix', or a server with SSL, "
+                                 "e.g. LocalServer(bin_dir='/usr/lib/postgresql/15/bin').")
+            target = target.with_(sslmode="require")
+        return target, owner, method, target.transport
+    target = settings if settings is not None else ConnectionSettings.from_env()
+    if transport == "tls" and target.transport != "TLS":
+        target = target.with_(sslmode="require")
+    if transport == "unix" and target.transport != "unix socket":
+        raise ValueError("transport='unix' needs settings whose host is a socket directory, or server=...")
+    return target, target, auth or "as the server's pg_hba.conf decides", target.transport
+
+
+class _Monitor:
+    """A side connection (never timed) that reads the server's session counter."""
+
+    def __init__(self, owner: ConnectionSettings) -> None:
+        self.conn = psycopg2.connect(**owner.with_(application_name="pgfactory_kit_bench_monitor").connect_kwargs())
+        self.conn.autocommit = True
+        self.version = server_version(self.conn)
+
+    def sessions(self) -> int:
+        """``pg_stat_database.sessions`` for this database, read until two reads agree (bounded)."""
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        last = self._read()
+        while time.monotonic() < deadline:
+            time.sleep(0.002)
+            value = self._read()
+            if value == last:
+                return value
+            last = value
+        return last
+
+    def _read(self) -> int:
+        with self.conn.cursor() as cur:
+            cur.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+            row = cur.fetchone()
+        return int(row[0]) if row and row[0] is not None else 0
+
+    def delete_marker(self, marker: str) -> int:
+        """Delete the rows the INSERT workload added (they carry ``marker`` as their name)."""
+        with self.conn.cursor() as cur:
+            cur.execute("DELETE FROM mytable WHERE name = %s", (marker,))
+            return cur.rowcount
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+# ------------------------------------------------------------------------------------- running
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Collect now, then keep the collector out of the timed section."""
+    was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _pid_of(conn: Any) -> int:
+    info = getattr(conn, "info", None)
+    pid = getattr(info, "backend_pid", None)
+    return int(pid) if pid else -1
+
+
+def _time_ops(strategy: Strategy, workload: Workload, n_ops: int, origin: int, deadline: float,
+              barrier: threading.Barrier | None) -> list[tuple[int, int, int]]:
+    """Run ``n_ops`` operations; each row is (start_ns since ``origin``, duration_ns, backend_pid)."""
+    rows: list[tuple[int, int, int]] = []
+    if barrier is not None:
+        barrier.wait(timeout=SETTLE_TIMEOUT_S * 10)
+    clock = time.perf_counter_ns
+    for _ in range(n_ops):
+        if time.monotonic() > deadline:
+            break
+        t0 = clock()
+        with strategy.connection() as conn:
+            workload.run(conn)
+            pid = _pid_of(conn)
+        t1 = clock()
+        rows.append((t0 - origin, t1 - t0, pid))
+    return rows
+
+
+class _Runner:
+    """Runs the blocks of one benchmark and collects rows and session counts."""
+
+    def __init__(self, workload: Workload, threads: int, monitor: _Monitor, deadline: float, labels: dict[str, Any]):
+        self.workload = workload
+        self.threads = threads
+        self.monitor = monitor
+        self.deadline = deadline
+        self.labels = labels
+        self.rows: list[dict[str, Any]] = []
+        self.sessions: dict[str, int] = {}
+        self.op_counters: dict[tuple[str, int, int], int] = {}
+        self.origin = time.perf_counter_ns()
+        self.executor = ThreadPoolExecutor(max_workers=threads) if threads > 1 else None
+
+    @contextlib.contextmanager
+    def counting(self, name: str) -> Iterator[None]:
+        """Add the server's session-counter change during this block to strategy ``name``."""
+        before = self.monitor.sessions()
+        try:
+            yield
+        finally:
+            self.sessions[name] = self.sessions.get(name, 0) + self.monitor.sessions() - before
+
+    def block(self, strategy: Strategy, n_ops: int, repeat: int, phase: str, block: int) -> None:
+        """One strategy's burst of ``n_ops`` operations over ``threads`` threads, gc paused."""
+        if n_ops <= 0:
+            return
+        shares = [n_ops // self.threads + (1 if i < n_ops % self.threads else 0) for i in range(self.threads)]
+        with self.counting(strategy.name), _gc_paused():
+            if self.executor is None:
+                per_thread = [_time_ops(strategy, self.workload, n_ops, self.origin, self.deadline, None)]
+            else:
+                active = [s for s in shares if s > 0]
+                barrier = threading.Barrier(len(active))
+                futures = [self.executor.submit(_time_ops, strategy, self.workload, s, self.origin, self.deadline,
+                                                barrier) for s in active]
+                per_thread = [f.result() for f in futures]
+        for thread, rows in enumerate(per_thread):
+            key = (strategy.name, repeat, thread)
+            op = self.op_counters.get(key, 0)
+            for start_ns, ns, pid in rows:
+                self.rows.append(dict(self.labels, strategy=strategy.name, thread=thread, repeat=repeat,
+                                      phase=phase, block=block, op=op, start_ns=start_ns, ns=ns, backend_pid=pid))
+                op += 1
+            self.op_counters[key] = op
+
+    def close(self) -> None:
+        if self.executor is not None:
+            self.executor.shutdown(wait=True)
+
+
+def _block_sizes(operations: int, blocks: int) -> list[int]:
+    n = max(1, min(blocks, operations))
+    return [operations // n + (1 if i < operations % n else 0) for i in range(n)]
+
+
+def _progress(total: int, enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=desc, unit="block", leave=False)
+
+
+def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Sequence[str] = DEFAULT_STRATEGIES,
+                  workload: str = "select1", operations: int = 200, warmup: int = 20, repeats: int = 3,
+                  threads: int = 1, pool_size: int = 4, rtt_ms: float = 0.0, auth: str | None = None,
+                  transport: str = "tcp", server: Any = None, progress: bool = True, blocks: int = 10,
+                  scenario: str | None = None, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> BenchResult:
+    """Time ``operations`` operations per strategy and repeat (split over ``threads`` threads).
+
+    ``settings`` (default ``ConnectionSettings.from_env()``) or ``server`` (a LocalServer, which also
+    allows ``auth`` = scram-sha-256/md5/trust and ``transport`` = tcp/unix/tls) say where; ``rtt_ms``
+    adds that much round-trip time with a DelayProxy. Unavailable strategies are skipped with a note.
+    """
+    if operations < 1 or repeats < 1 or threads < 1 or warmup < 0 or pool_size < 1:
+        raise ValueError("operations, repeats, threads and pool_size must be at least 1, warmup at least 0")
+    unknown = [s for s in strategies if s not in STRATEGIES]
+    if unknown:
+        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+    if rtt_ms and transport == "unix":
+        raise ValueError("added RTT needs a TCP transport (the delay proxy speaks TCP); use transport='tcp'")
+    target, owner, auth_label, transport_label = resolve_target(settings, server, auth, transport)
+    marker = f"pgfactory-bench-{uuid.uuid4().hex[:12]}"
+    work = make_workload(workload, marker)
+    labels = dict(scenario=scenario or f"{workload}, {transport_label}, {auth_label}, +{rtt_ms:g} ms RTT, "
+                                       f"{threads} thread{'s' if threads > 1 else ''}",
+                  workload=workload, threads=threads, rtt_ms=float(rtt_ms), auth=auth_label,
+                  transport=transport_label)
+    notes: list[str] = []
+    with contextlib.ExitStack() as stack:
+        if rtt_ms:
+            from .latency import DelayProxy
+            proxy = stack.enter_context(DelayProxy(target.host, target.port, rtt_ms / 2))
+            target = target.with_(host=proxy.listen_host, port=proxy.port)
+        monitor = _Monitor(owner)
+        stack.callback(monitor.close)
+        if workload == "insert":
+            stack.callback(monitor.delete_marker, marker)
+        runner = _Runner(work, threads, monitor, time.monotonic() + time_limit_s, labels)
+        stack.callback(runner.close)
+        names = list(dict.fromkeys(strategies))
+        sizes = _block_sizes(operations, blocks)
+        bar = _progress(repeats * len(names) * (len(sizes) + 1), progress, f"bench {workload}")
+        if bar is not None:
+            stack.callback(bar.close)
+        for repeat in range(repeats):
+            opened = _open_strategies(names, target, work, pool_size, server, runner, notes)
+            names = [s.name for s in opened]
+            with contextlib.ExitStack() as closing:
+                for strategy in opened:
+                    closing.callback(_close_strategy, strategy, runner)
+                for strategy in opened:
+                    runner.block(strategy, warmup, repeat, "warmup", -1)
+                    if bar is not None:
+                        bar.update(1)
+                for b, size in enumerate(sizes):
+                    rotation = (b + repeat) % max(1, len(opened))
+                    for strategy in opened[rotation:] + opened[:rotation]:
+                        runner.block(strategy, size, repeat, "measure", b)
+                        if bar is not None:
+                            bar.update(1)
+            if time.monotonic() > runner.deadline:
+                notes.append(f"stopped early: the run went past time_limit_s={time_limit_s:g} s")
+                break
+        results = pd.DataFrame(runner.rows, columns=RESULT_COLUMNS)
+        sessions = _sessions_table(results, runner.sessions, labels)
+        machine = machine_summary(postgresql=monitor.version, auth=auth_label, transport=transport_label,
+                                  rtt_ms=float(rtt_ms), target=target.masked_dsn() if not rtt_ms else
+                                  f"{owner.masked_dsn()} via DelayProxy", workload=workload, threads=threads,
+                                  pool_size=pool_size, operations=operations, warmup=warmup, repeats=repeats,
+                                  strategies=names)
+    if not names:
+        raise RuntimeError("no strategy could run: " + "; ".join(notes))
+    return BenchResult(results=results, sessions=sessions, machine=machine, notes=notes)
+
+
+def _open_strategies(names: Sequence[str], target: ConnectionSettings, work: Workload, pool_size: int, server: Any,
+                     runner: _Runner, notes: list[str]) -> list[Strategy]:
+    opened: list[Strategy] = []
+    for name in names:
+        tagged = target.with_(application_name=f"pgfactory_kit_bench_{name}")
+        strategy = make_strategy(name, tagged, work, pool_size, server)
+        try:
+            with runner.counting(name):
+                strategy.open()
+        except StrategyUnavailable as exc:
+            if str(exc) not in notes:
+                notes.append(str(exc))
+            continue
+        opened.append(strategy)
+    return opened
+
+
+def _close_strategy(strategy: Strategy, runner: _Runner) -> None:
+    with runner.counting(strategy.name):
+        strategy.close()
+
+
+def _sessions_table(results: pd.DataFrame, counted: dict[str, int], labels: dict[str, Any]) -> pd.DataFrame:
+    """Per strategy: operations run, sessions the server counted, distinct backend PIDs seen."""
+    rows = []
+    for name, count in counted.items():
+        part = results[results["strategy"] == name]
+        pids = part.loc[part["backend_pid"] > 0, "backend_pid"].nunique()
+        ops = len(part)
+        rows.append(dict({k: labels[k] for k in GROUP_COLUMNS}, strategy=name, operations=ops,
+                         sessions_opened=count, backend_pids=pids,
+                         sessions_per_op=count / ops if ops else float("nan")))
+    return pd.DataFrame(rows, columns=["strategy", *GROUP_COLUMNS, "operations", "sessions_opened", "backend_pids",
+                                       "sessions_per_op"])
+
+
+# ------------------------------------------------------------------------------------- sweeps
+def combine(parts: Sequence[BenchResult], **machine_changes: Any) -> BenchResult:
+    """One BenchResult from several runs (results and sessions stacked, notes merged)."""
+    if not parts:
+        raise ValueError("nothing to combine")
+    machine = dict(parts[0].machine, **machine_changes)
+    notes = list(dict.fromkeys(n for p in parts for n in p.notes))
+    return BenchResult(results=pd.concat([p.results for p in parts], ignore_index=True),
+                       sessions=pd.concat([p.sessions for p in parts], ignore_index=True),
+                       machine=machine, notes=notes)
+
+
+def thread_sweep(settings: ConnectionSettings | None = None, *, threads: Sequence[int] = (1, 2, 4, 8),
+                 **kwargs: Any) -> BenchResult:
+    """``run_benchmark`` once per thread count; the scenario column names the thread count."""
+    parts = [run_benchmark(settings, threads=n, scenario=f"{n} thread{'s' if n > 1 else ''}", **kwargs)
+             for n in threads]
+    return combine(parts, threads=list(threads))
+
+
+def rtt_sweep(settings: ConnectionSettings | None = None, *, rtt_ms: Sequence[float] = (0, 5, 10, 20),
+              operations: int = 40, warmup: int = 5, repeats: int = 2, **kwargs: Any) -> BenchResult:
+    """``run_benchmark`` once per added round-trip time (through a DelayProxy); fit with ``fit_rtt_model``."""
+    parts = [run_benchmark(settings, rtt_ms=r, operations=operations, warmup=warmup, repeats=repeats,
+                           scenario=f"+{r:g} ms RTT", **kwargs) for r in rtt_ms]
+    return combine(parts, added_rtt_ms=[float(r) for r in rtt_ms])
+
+
+def connect_breakdown(server: Any, **kwargs: Any) -> pd.DataFrame:
+    """Where the milliseconds of a new connection go; see ``bench_breakdown.connect_breakdown``."""
+    from .bench_breakdown import connect_breakdown as _breakdown
+    return _breakdown(server, **kwargs)

@@ -1,0 +1,244 @@
+"""The ways of getting a connection that the bench compares, and the workloads it runs on them.
+
+Every strategy offers ``open()`` (untimed set-up), ``connection()`` (a context manager: the timed
+part of an operation starts before it and ends after it), and ``close()``. Optional strategies
+(``psycopg_pool``, ``pgbouncer``) report why they are unavailable instead of failing.
+"""
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from .factory import make_factory
+from .settings import ConnectionSettings
+
+STRATEGIES = ("connect_per_query", "reused", "pool", "psycopg2_pool", "psycopg_pool", "pgbouncer")
+DEFAULT_STRATEGIES = ("connect_per_query", "reused", "pool")
+DESCRIPTIONS = {
+    "connect_per_query": "the blog's pattern: a new connection for every operation, closed after it",
+    "reused": "one connection opened once and handed out again (ReusedConnection)",
+    "pool": "the kit's ConnectionPool (thread-safe, waits when exhausted)",
+    "psycopg2_pool": "psycopg2.pool.ThreadedConnectionPool (guarded so it waits instead of failing)",
+    "psycopg_pool": "psycopg 3's psycopg_pool.ConnectionPool (production-grade pool)",
+    "pgbouncer": "a new connection per operation, but to PgBouncer, which keeps server sessions open",
+}
+
+
+class StrategyUnavailable(RuntimeError):
+    """A strategy cannot run here (a package or program is missing); the message says what to install."""
+
+
+# ------------------------------------------------------------------------------------- workloads
+@dataclass
+class Workload:
+    """What one operation does on a connection; ``autocommit`` is what the bench's connections use."""
+
+    name: str
+    sql: str
+    autocommit: bool
+    params: tuple[Any, ...] | None = None
+    fetch: bool = True
+    commit: bool = False
+
+    def run(self, conn: Any) -> None:
+        """Execute the statement on ``conn`` (psycopg2 or psycopg 3), fetch, commit when it writes."""
+        cur = conn.cursor()
+        try:
+            cur.execute(self.sql, self.params)
+            if self.fetch:
+                cur.fetchall()
+        finally:
+            cur.close()
+        if self.commit:
+            conn.commit()
+
+
+def make_workload(name: str, marker: str) -> Workload:
+    """``select1``, ``select_all`` (the blog's SELECT) or ``insert`` (the blog's INSERT, parameterised and
+    committed; rows carry ``marker`` as their name so the bench can delete them afterwards).
+
+    Reads run in autocommit (one round trip per query, as read-only code should); the INSERT does what
+    the blog does: execute then ``commit()`` (psycopg2 sends BEGIN, INSERT, COMMIT)."""
+    if name == "select1":
+        return Workload(name, "SELECT 1", autocommit=True)
+    if name == "select_all":
+        return Workload(name, "SELECT * FROM mytable", autocommit=True)
+    if name == "insert":
+        return Workload(name, "INSERT INTO mytable (name) VALUES (%s)", autocommit=False, params=(marker,),
+                        fetch=False, commit=True)
+    raise ValueError(f"unknown workload {name!r}; choose select1, select_all or insert")
+
+
+# ------------------------------------------------------------------------------------ strategies
+@dataclass
+class Strategy:
+    """Base class: ``settings`` says where to connect; ``pool_size`` bounds the pooled strategies."""
+
+    settings: ConnectionSettings
+    autocommit: bool
+    pool_size: int = 4
+    name: str = "strategy"
+    server: Any = None
+    notes: list[str] = field(default_factory=list)
+
+    def factory(self) -> Callable[[], Any]:
+        return make_factory(self.settings, autocommit=self.autocommit)
+
+    def open(self) -> None:
+        """Untimed set-up (pools open here)."""
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        raise NotImplementedError
+        yield  # pragma: no cover
+
+    def close(self) -> None:
+        """Close everything this strategy opened."""
+
+
+class ConnectPerQuery(Strategy):
+    """The blog's pattern: factory(), use, close()."""
+
+    def open(self) -> None:
+        self._factory = self.factory()
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        conn = self._factory()
+        try:
+            yield conn
+        finally:
+            conn.close()
+
+
+class Reused(Strategy):
+    """One connection, handed out again and again (``ReusedConnection``); threads take turns."""
+
+    def open(self) -> None:
+        from .reuse import ReusedConnection
+        self._reused = ReusedConnection(self.factory())
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._reused.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._reused.close()
+
+
+class Pool(Strategy):
+    """The kit's ``ConnectionPool`` with ``max_size=pool_size``."""
+
+    def open(self) -> None:
+        from .pool import ConnectionPool
+        self._pool = ConnectionPool(self.factory(), min_size=1, max_size=self.pool_size, name="bench")
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class Psycopg2Pool(Strategy):
+    """psycopg2's ``ThreadedConnectionPool``. It raises when exhausted instead of waiting, so a
+    semaphore of the pool's size makes borrowers wait, as any real application would have to."""
+
+    def open(self) -> None:
+        from psycopg2.pool import ThreadedConnectionPool
+        self._pool = ThreadedConnectionPool(1, self.pool_size, **self.settings.connect_kwargs())
+        self._slots = threading.BoundedSemaphore(self.pool_size)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._slots:
+            conn = self._pool.getconn()
+            ok = False
+            try:
+                if conn.autocommit != self.autocommit:
+                    conn.autocommit = self.autocommit
+                yield conn
+                if not self.autocommit:
+                    conn.commit()
+                ok = True
+            finally:
+                if not ok and not conn.closed:
+                    conn.rollback()
+                self._pool.putconn(conn)
+
+    def close(self) -> None:
+        self._pool.closeall()
+
+
+class PsycopgPool(Strategy):
+    """psycopg 3's ``psycopg_pool.ConnectionPool`` (install the ``compare`` extra)."""
+
+    def open(self) -> None:
+        try:
+            import psycopg
+            import psycopg_pool
+        except ImportError:
+            raise StrategyUnavailable(
+                "psycopg_pool skipped: psycopg 3 and psycopg-pool are not installed "
+                "(install them with `pip install -e '.[compare]'`).") from None
+        conninfo = psycopg.conninfo.make_conninfo(**self.settings.connect_kwargs())
+        self._pool = psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=self.pool_size,
+                                                 kwargs={"autocommit": self.autocommit}, open=True,
+                                                 name="bench-psycopg")
+        self._pool.wait(timeout=30)
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Any]:
+        with self._pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+class PgBouncerPerQuery(ConnectPerQuery):
+    """Connect-per-query through a local PgBouncer (transaction pooling): each operation opens a new
+    client connection, but PgBouncer reuses its few server sessions."""
+
+    def open(self) -> None:
+        try:
+            from .pgbouncer import LocalPgBouncer, find_pgbouncer
+        except ImportError:
+            raise StrategyUnavailable("pgbouncer skipped: this installation has no pgfactory_kit.pgbouncer "
+                                      "module.") from None
+        if find_pgbouncer() is None:
+            raise StrategyUnavailable(
+                "pgbouncer skipped: no pgbouncer program found (install it: `apt-get install pgbouncer`, "
+                "`conda install -c conda-forge pgbouncer`, or use docker compose).")
+        if self.server is None:
+            raise StrategyUnavailable("pgbouncer skipped: it needs the kit's LocalServer (pass server=...), "
+                                      "not just connection settings.")
+        self._bouncer = LocalPgBouncer(self.server)
+        bouncer_settings = self._bouncer.start()
+        self.settings = bouncer_settings.with_(user=self.settings.user, password=self.settings.password,
+                                               dbname=self.settings.dbname)
+        super().open()
+
+    def close(self) -> None:
+        self._bouncer.stop()
+
+
+_CLASSES: dict[str, type[Strategy]] = {
+    "connect_per_query": ConnectPerQuery, "reused": Reused, "pool": Pool, "psycopg2_pool": Psycopg2Pool,
+    "psycopg_pool": PsycopgPool, "pgbouncer": PgBouncerPerQuery,
+}
+
+
+def make_strategy(name: str, settings: ConnectionSettings, workload: Workload, pool_size: int,
+                  server: Any = None) -> Strategy:
+    """A new, unopened strategy called ``name``."""
+    if name not in _CLASSES:
+        raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
+    return _CLASSES[name](settings=settings, autocommit=workload.autocommit, pool_size=pool_size, name=name,
+                          server=server)

@@ -1,0 +1,199 @@
+"""DelayProxy: a TCP proxy on 127.0.0.1 that adds network delay, so a laptop can show what a database
+20 ms away does to connect-per-query (several round trips per connect) against reuse (one per query).
+
+Promises: every byte is delayed by ``delay_ms`` in each direction (a round trip grows by twice that);
+bytes leave in the order they arrived (one FIFO queue per direction, each item stamped with the time
+it may leave); ``close()`` cancels every task, closes every socket and joins the thread.
+With ``emulate_handshake`` (default) a new connection's first bytes to the server also wait for the
+TCP handshake a real network would need (one more round trip), which a local proxy otherwise hides.
+"""
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+CHUNK = 65536
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 10.0
+
+
+class DelayProxy:
+    """``with DelayProxy("127.0.0.1", 5432, delay_ms=10) as proxy:`` connect to ``proxy.port`` instead."""
+
+    def __init__(self, target_host: str, target_port: int, delay_ms: float, *, emulate_handshake: bool = True,
+                 listen_host: str = "127.0.0.1", listen_port: int = 0) -> None:
+        if delay_ms < 0:
+            raise ValueError(f"delay_ms must be zero or more, got {delay_ms}")
+        self.target_host = target_host
+        self.target_port = int(target_port)
+        self.delay_ms = float(delay_ms)
+        self.emulate_handshake = emulate_handshake
+        self.listen_host = listen_host
+        self._listen_port = listen_port
+        self.port: int | None = None
+        self.connections = 0  # client connections accepted so far
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self.port else "stopped"
+        return (f"DelayProxy({self.target_host}:{self.target_port}, delay_ms={self.delay_ms:g}, {state})")
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)`` to connect to; only valid while started."""
+        if self.port is None:
+            raise RuntimeError("the proxy is not running: call start() or use it as a context manager")
+        return self.listen_host, self.port
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> DelayProxy:
+        """Start listening in a background thread; returns once the port is bound."""
+        if self._thread is not None:
+            return self
+        self._ready.clear()
+        self._thread = threading.Thread(target=self._run, name=f"DelayProxy-{self.delay_ms:g}ms", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(START_TIMEOUT_S):
+            raise RuntimeError(f"DelayProxy did not start within {START_TIMEOUT_S:.0f} s")
+        if self._error is not None:
+            self._thread.join(STOP_TIMEOUT_S)
+            self._thread = None
+            raise RuntimeError(f"DelayProxy could not listen on {self.listen_host}:{self._listen_port}: "
+                               f"{self._error}") from self._error
+        return self
+
+    def close(self) -> None:
+        """Stop accepting, cancel every pump, close every socket, join the thread. Idempotent."""
+        loop, thread = self._loop, self._thread
+        if thread is None or loop is None:
+            return
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(self._shutdown(), loop)
+            try:
+                future.result(STOP_TIMEOUT_S)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+        thread.join(STOP_TIMEOUT_S)
+        self._thread = None
+        self.port = None
+
+    stop = close
+
+    def __enter__(self) -> DelayProxy:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ the event loop's side
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            self._server = loop.run_until_complete(
+                asyncio.start_server(self._handle, self.listen_host, self._listen_port))
+            self.port = self._server.sockets[0].getsockname()[1]
+        except OSError as exc:
+            self._error = exc
+            self._ready.set()
+            loop.close()
+            return
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    async def _shutdown(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for writer in list(self._writers):
+            writer.close()
+        self._writers.clear()
+
+    def _track(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        loop = asyncio.get_running_loop()
+        accepted = loop.time()
+        self._writers.add(client_writer)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        try:
+            server_reader, server_writer = await asyncio.open_connection(self.target_host, self.target_port)
+        except OSError:
+            client_writer.close()
+            self._writers.discard(client_writer)
+            return
+        self._writers.add(server_writer)
+        delay = self.delay_ms / 1000.0
+        # A real client cannot send before the TCP handshake (one round trip) is over.
+        first_send = accepted + 3 * delay if self.emulate_handshake else 0.0
+        pumps = [self._track(self._pump(client_reader, server_writer, delay, first_send)),
+                 self._track(self._pump(server_reader, client_writer, delay, 0.0))]
+        try:
+            await asyncio.gather(*pumps, return_exceptions=True)
+        finally:
+            for pump in pumps:
+                pump.cancel()
+            for writer in (client_writer, server_writer):
+                writer.close()
+                self._writers.discard(writer)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float,
+                    not_before: float) -> None:
+        """Copy reader -> writer, each chunk leaving ``delay`` s after it arrived, in arrival order."""
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def read_side() -> None:
+            while True:
+                try:
+                    data = await reader.read(CHUNK)
+                except (ConnectionError, OSError):
+                    data = b""
+                await queue.put((max(loop.time() + delay, not_before), data))
+                if not data:
+                    return
+
+        reading = self._track(read_side())
+        try:
+            while True:
+                due, data = await queue.get()
+                wait = due - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                if not data:
+                    if writer.can_write_eof() and not writer.is_closing():
+                        try:
+                            writer.write_eof()
+                        except (ConnectionError, OSError):
+                            pass
+                    return
+                writer.write(data)
+                try:
+                    await writer.drain()
+                except (ConnectionError, OSError):
+                    return
+        finally:
+            reading.cancel()
