@@ -69,8 +69,11 @@ class KitConnectError(psycopg2.OperationalError):
 
 
 def scrub(text: str, password: str | None) -> str:
-    """``text`` with every occurrence of ``password`` replaced by ``****``."""
-    if password:
+    """``text`` with every occurrence of ``password`` replaced by ``****``.
+
+    Passwords shorter than 4 characters are left alone: replacing every ``x`` in a message would
+    garble it, and such a password is no secret anyway (the server's own words never contain it)."""
+    if password and len(password) >= 4:
         text = text.replace(password, "****")
     return text
 
@@ -97,8 +100,9 @@ def advice_for(server_words: str, settings: ConnectionSettings) -> str:
 def explain_connect_error(exc: BaseException, settings: ConnectionSettings) -> KitConnectError:
     """Wrap a psycopg2 connect failure in a KitConnectError whose message says what happened,
     what the kit tried and what to do next; the password is scrubbed from all of it."""
-    server_words = scrub(str(exc).strip(), settings.password) or type(exc).__name__
-    advice = advice_for(server_words, settings)
+    raw = str(exc).strip()
+    advice = advice_for(raw, settings)  # matched on the driver's own words, before scrubbing
+    server_words = scrub(raw, settings.password) or type(exc).__name__
     tried = describe_attempt(settings)
     lines = [line.strip() for line in server_words.splitlines() if line.strip()]
     happened = " ".join(lines[:2])  # the error and, when there is one, its DETAIL line
