@@ -12,6 +12,7 @@ from typing import Iterator
 import nbformat
 import pytest
 
+from pgfactory_kit.notebook_tools import EXPECTED_KEY, is_checked, with_expected_outputs
 from pgfactory_kit.server import LocalServer
 
 from .conftest import free_port
@@ -40,6 +41,7 @@ def notebook_env(server: LocalServer, **extra: str) -> dict[str, str]:
         "PGFACTORY_DATA_DIR": str(server.data_dir),
         "MPLBACKEND": "Agg",
         "PYTHONUNBUFFERED": "1",
+        "PGFACTORY_HOME": str(ROOT),
     })
     env.update(extra)
     return env
@@ -77,6 +79,14 @@ def test_notebook_uses_the_python3_kernel_and_a_parameters_cell(path: Path) -> N
     assert "quick_mode()" in code[0].source, f"{path.name}: the parameters cell sets QUICK = quick_mode()"
 
 
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
+def test_every_checked_cell_records_its_expected_output(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    missing = [i for i, c in enumerate(nb.cells) if is_checked(c) and EXPECTED_KEY not in c.metadata]
+    assert not missing, (f"{path.name}: cells {missing} are marked NBVAL_CHECK_OUTPUT but have no "
+                         f"metadata[{EXPECTED_KEY!r}]; run `python -m pgfactory_kit.notebook_tools record {path}`")
+
+
 @pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
 def test_lesson_opens_with_question_and_ends_with_what_we_saw_and_a_challenge(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
@@ -105,8 +115,12 @@ def test_every_lesson_has_a_solution_notebook(path: Path) -> None:
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
 def test_notebook_runs_top_to_bottom_under_nbval_in_quick_mode(path: Path, notebook_server: LocalServer,
                                                                tmp_path: Path) -> None:
+    # nbval compares only cells that have reference outputs; the committed notebooks have none, so
+    # the checked cells get their recorded expected text back in a copy that nbval runs.
+    copy = tmp_path / path.name
+    nbformat.write(with_expected_outputs(nbformat.read(path, as_version=4)), copy)
     cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=60", "-p", "no:cacheprovider",
-           "-q", "--no-header", "-o", "addopts=", str(path)]
+           "-q", "--no-header", "-o", "addopts=", "--rootdir", str(tmp_path), str(copy)]
     started = time.monotonic()
     try:
         result = subprocess.run(cmd, cwd=ROOT, env=notebook_env(notebook_server), capture_output=True,
