@@ -1,0 +1,547 @@
+"""ConnectionPool: a thread-safe pool of psycopg2 connections from any zero-argument factory.
+
+What it promises (docs/pool.md says why):
+- an exhausted pool makes callers wait, first come first served, up to ``timeout``;
+- connections are opened outside the pool's lock; the lock is only held for list operations;
+- a returned connection is reset (open or failed transaction rolled back, optional ``reset``
+  callback); a closed, broken, foreign or twice-returned connection is never handed out again;
+- a connection idle for ``check_after`` seconds or more is checked (``SELECT 1``) at checkout and
+  silently replaced if the server has dropped it; a more recently used one is handed out with
+  no syscall and no round trip;
+- ``max_lifetime`` / ``max_idle`` (each with jitter) retire connections;
+- a connection a borrower drops without returning is noticed by a weak reference when it is
+  garbage collected: the slot is reclaimed with a warning (its socket is closed by psycopg2);
+- after ``os.fork()`` the child neither uses nor closes the parent's sockets (see pool_fork).
+"""
+from __future__ import annotations
+
+import _thread
+import collections
+import itertools
+import logging
+import random
+import threading
+import time
+import warnings
+import weakref
+from collections.abc import Callable
+from time import monotonic
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from . import pool_fork
+from .pool_errors import PoolClosed, PoolTimeout
+from .pool_health import close_quietly, usable
+
+__all__ = ["ConnectionPool", "PoolTimeout", "PoolClosed"]
+
+Connection = psycopg2.extensions.connection
+logger = logging.getLogger(__name__)
+
+_IDLE_TX = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+_UNKNOWN_TX = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
+_NAMES = itertools.count(1)
+_COUNTERS = ("requests_num", "requests_queued", "requests_wait_ms", "requests_errors", "connections_num",
+             "connections_ms", "connections_errors", "connections_lost", "returns_bad")
+# A connection's life in the pool.
+_IDLE, _BORROWED, _RETURNING, _GONE = range(4)
+
+
+class _Record:
+    """What the pool knows about one of its connections."""
+
+    __slots__ = ("ref", "hold", "fd", "state", "last_used", "check_at", "expires", "max_idle", "__weakref__")
+
+    def __init__(self, conn: Connection, pool: ConnectionPool, now: float) -> None:
+        self.ref = weakref.ref(conn, _on_collected(weakref.ref(pool), self))
+        self.hold: Connection | None = None  # the pool's strong reference, only while idle
+        self.fd = conn.fileno()
+        self.state = _BORROWED
+        self.last_used = now
+        self.expires = now + pool.max_lifetime * random.uniform(0.9, 1.0)
+        self.check_at = min(now + pool.check_after, self.expires)  # handed out unchecked until then
+        self.max_idle = pool.max_idle * random.uniform(0.9, 1.0)
+
+
+def _on_collected(pool_ref: weakref.ref, rec: _Record) -> Callable[[Any], None]:
+    """The weakref callback: a borrowed connection was garbage collected without putconn()."""
+    def callback(_ref: Any) -> None:
+        if rec.state not in (_BORROWED, _RETURNING):
+            return
+        rec.state = _GONE
+        pool = pool_ref()
+        if pool is None or pool._closed:
+            return
+        pool._lost.append(rec)
+        pool._reclaim_soon()
+        # Warned here, in the thread that dropped the connection, so the warning points near the bug.
+        warnings.warn(f"pool {pool.name!r}: a borrowed connection was garbage collected without being returned; "
+                      "its slot is reclaimed (psycopg2 closed its socket). What to do: use "
+                      "`with pool.connection()` or call putconn().", RuntimeWarning, stacklevel=2)
+    return callback
+
+
+class _Waiter:
+    """A client waiting for a connection; the pool hands one over directly (FIFO, no stampede)."""
+
+    __slots__ = ("lock", "conn", "error")
+
+    def __init__(self) -> None:
+        self.lock = _thread.allocate_lock()
+        self.lock.acquire()
+        self.conn: Connection | None = None
+        self.error: BaseException | None = None
+
+    def wake(self, conn: Connection | None = None, error: BaseException | None = None) -> None:
+        self.conn, self.error = conn, error
+        self.lock.release()
+
+
+class _Lend:
+    """``with pool.connection() as conn``: commit on success, roll back on error, return."""
+
+    __slots__ = ("pool", "timeout", "conn")
+
+    def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
+        self.pool, self.timeout, self.conn = pool, timeout, None
+
+    def __enter__(self) -> Connection:
+        self.conn = self.pool.getconn(self.timeout)
+        return self.conn
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        conn, self.conn = self.conn, None
+        try:
+            if exc_type is None and not conn.closed:
+                conn.commit()
+        finally:
+            self.pool.putconn(conn)  # rolls back whatever is still open
+
+
+class ConnectionPool:
+    """A thread-safe pool of connections made by ``factory`` (any zero-argument callable)."""
+
+    def __init__(self, factory: Callable[[], Connection], *, min_size: int = 1, max_size: int = 10,
+                 timeout: float = 30.0, max_lifetime: float = 3600.0, max_idle: float = 600.0,
+                 check_after: float = 1.0, reset: Callable[[Connection], Any] | None = None,
+                 name: str | None = None) -> None:
+        if not callable(factory):
+            raise TypeError(f"factory must be a zero-argument callable returning a psycopg2 connection, "
+                            f"not {type(factory).__name__}")
+        if max_size < 1 or not 0 <= min_size <= max_size:
+            raise ValueError(f"need 0 <= min_size <= max_size and max_size >= 1; got min_size={min_size}, "
+                             f"max_size={max_size}")
+        for label, value in (("timeout", timeout), ("max_lifetime", max_lifetime), ("max_idle", max_idle),
+                             ("check_after", check_after)):
+            if value < 0:
+                raise ValueError(f"{label} must be >= 0 seconds, got {value}")
+        self.name = name or f"pool-{next(_NAMES)}"
+        self.min_size, self.max_size, self.timeout = min_size, max_size, timeout
+        self.max_lifetime, self.max_idle, self.check_after = max_lifetime, max_idle, check_after
+        self._factory, self._reset = factory, reset
+        self._plain_returns = reset is None  # returns need no callback (and the pool is open)
+        self._init_state()
+        self._requests_num = self._requests_queued = self._requests_errors = 0
+        self._requests_wait_ms = self._connections_ms = 0.0
+        self._connections_num = self._connections_errors = self._connections_lost = self._returns_bad = 0
+        self._last_error = ""
+        pool_fork.register(self)
+        try:
+            for _ in range(min_size):
+                with self._lock:
+                    self._size += 1
+                conn = self._open()
+                self._add_to_pool(conn, self._records[id(conn)])
+        except BaseException:
+            self.close()
+            raise
+
+    def _init_state(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[_Record] = []  # a stack: the most recently used connection goes out first
+        self._records: dict[int, _Record] = {}  # id(conn) -> record, for every connection of the pool
+        self._waiting: collections.deque[_Waiter] = collections.deque()
+        self._lost: collections.deque[_Record] = collections.deque()
+        self._size = 0  # connections open or being opened
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"size={self._size}/{self.max_size} idle={len(self._idle)}"
+        return f"<ConnectionPool {self.name!r} {state}>"
+
+    # ------------------------------------------------------------------ public API
+    def connection(self, timeout: float | None = None) -> _Lend:
+        """``with pool.connection() as conn:`` — commits on success, rolls back on error, returns."""
+        return _Lend(self, timeout)
+
+    def getconn(self, timeout: float | None = None) -> Connection:
+        """Borrow a connection, waiting up to ``timeout`` (default: the pool's) for one to be free.
+
+        Give it back with ``putconn``. Raises PoolTimeout, or PoolClosed after ``close()``.
+        """
+        lock = self._lock
+        lock.acquire()
+        self._requests_num += 1
+        idle = self._idle  # empty once closed
+        if idle:  # the hot path: no syscall, no allocation for a recently used connection
+            rec = idle.pop()
+            conn, rec.hold, rec.state = rec.hold, None, _BORROWED
+            lock.release()
+            if monotonic() < rec.check_at or self._fit(conn, rec, monotonic()):
+                return conn
+        else:
+            lock.release()
+        return self._getconn_slow(self.timeout if timeout is None else timeout)
+
+    def putconn(self, conn: Connection, close: bool = False) -> None:
+        """Give back a borrowed connection; it is reset, or closed if it is broken or ``close``.
+
+        Returning a connection that is not this pool's, or returning one twice, raises
+        ValueError and leaves the pool unharmed.
+        """
+        now = monotonic()
+        plain = not close and not conn.closed and conn.get_transaction_status() == _IDLE_TX
+        with self._lock:
+            rec = self._records.get(id(conn))
+            if rec is None or rec.ref() is not conn or rec.state != _BORROWED:
+                problem = self._bad_return(conn, rec)
+            elif plain and self._plain_returns and now < rec.expires:
+                # The hot path: nothing to reset; inlined _give() (this runs on every return).
+                rec.last_used = now
+                check_at = now + self.check_after
+                rec.check_at = check_at if check_at < rec.expires else rec.expires
+                if self._waiting:
+                    self._waiting.popleft().wake(conn)
+                    return
+                rec.state, rec.hold = _IDLE, conn
+                idle = self._idle
+                idle.append(rec)
+                oldest = idle[0]
+                if now - oldest.last_used <= oldest.max_idle or self._size <= self.min_size:
+                    return
+                retired = self._retire_oldest_idle()
+                problem = None
+            else:
+                rec.state = _RETURNING
+                problem = retired = None
+        if problem is not None:
+            raise ValueError(problem)
+        if retired is not None:
+            close_quietly(retired)  # the bottom of the idle stack, past its max_idle
+            return
+        self._return_slow(conn, rec, close, now)
+
+    def stats(self) -> dict[str, int]:
+        """Counters named like psycopg_pool's ``get_stats()`` (same meaning where both have a key)."""
+        with self._lock:
+            stats = {"pool_min": self.min_size, "pool_max": self.max_size, "pool_size": self._size,
+                     "pool_available": len(self._idle), "requests_waiting": len(self._waiting)}
+            for key in _COUNTERS:
+                stats[key] = int(getattr(self, "_" + key))
+        return stats
+
+    def close(self) -> None:
+        """Close every idle connection now and every borrowed one as it is returned; wake waiters."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._plain_returns = False
+            idle, self._idle = self._idle, []
+            waiting, self._waiting = self._waiting, collections.deque()
+            for rec in idle:
+                rec.state = _GONE
+                self._records.pop(id(rec.hold), None)
+            self._size -= len(idle)
+        for waiter in waiting:
+            waiter.wake(error=PoolClosed(f"pool {self.name!r} was closed while this request waited"))
+        for rec in idle:
+            conn, rec.hold = rec.hold, None
+            close_quietly(conn)
+        pool_fork.unregister(self)
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close()`` was called."""
+        return self._closed
+
+    def __enter__(self) -> ConnectionPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ checkout
+    def _getconn_slow(self, timeout: float) -> Connection:
+        """Take an idle connection, open one if below max_size, or wait in line (FIFO)."""
+        deadline = monotonic() + timeout
+        # Bounded: each round either succeeds, discards one bad connection, or waits until the deadline.
+        for _ in range(4 * self.max_size + 8):
+            waiter = None
+            with self._lock:
+                if self._closed:
+                    raise PoolClosed(f"pool {self.name!r} is closed: it hands out no more connections. "
+                                     "What to do: create a new ConnectionPool.")
+                if self._idle:
+                    rec = self._idle.pop()
+                    conn, rec.hold, rec.state = rec.hold, None, _BORROWED
+                elif self._size < self.max_size:
+                    self._size += 1
+                    conn = rec = None
+                else:
+                    waiter = _Waiter()
+                    self._waiting.append(waiter)
+                    self._requests_queued += 1
+            if waiter is not None:
+                conn = self._wait(waiter, deadline, timeout)
+                return conn  # handed over by putconn or a fresh connection: recently used or new
+            if conn is None:
+                conn = self._open()
+                return conn
+            if self._fit(conn, rec, monotonic()):
+                return conn
+        raise psycopg2.OperationalError(
+            f"pool {self.name!r}: gave up after discarding {4 * self.max_size + 8} unusable connections "
+            f"in a row. What to do: check the server log; the factory may return broken connections.")
+
+    def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Connection:
+        started = monotonic()
+        waiter.lock.acquire(timeout=max(0.0, deadline - started))
+        with self._lock:
+            waited_ms = (monotonic() - started) * 1000
+            self._requests_wait_ms += waited_ms
+            if waiter.conn is None and waiter.error is None:
+                try:
+                    self._waiting.remove(waiter)
+                except ValueError:
+                    pass
+                self._requests_errors += 1
+                size, waiting = self._size, len(self._waiting)
+                last_error = self._last_error
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.conn is not None:
+            return waiter.conn
+        hint = f" The last attempt to open a connection failed: {last_error}." if last_error else ""
+        raise PoolTimeout(
+            f"pool {self.name!r} (size {size}, max_size {self.max_size}) had no free connection after "
+            f"waiting {waited_ms / 1000:.3f} s (timeout {timeout} s); {waiting} other requests are waiting."
+            f"{hint} What to do: return connections promptly (use `with pool.connection()`), "
+            "or raise max_size or timeout.")
+
+    def _fit(self, conn: Connection, rec: _Record, now: float) -> bool:
+        """Check a connection taken from the idle stack; discard it (returning False) if unfit."""
+        if now >= rec.expires:
+            self._discard(conn, rec)
+            return False
+        if now - rec.last_used >= self.check_after and not usable(conn):
+            with self._lock:
+                self._connections_lost += 1
+            logger.info("pool %r: replaced a connection the server had closed", self.name)
+            self._discard(conn, rec)
+            return False
+        return True
+
+    # ------------------------------------------------------------------ return
+    def _bad_return(self, conn: Any, rec: _Record | None) -> str:
+        """The message for a connection that cannot be returned (called under the lock)."""
+        if rec is None or rec.ref() is not conn:
+            return (f"can't return {conn!r} to pool {self.name!r}: it does not come from this pool. "
+                    "What to do: return a connection to the pool that gave it out.")
+        return (f"connection returned twice to pool {self.name!r}; the second putconn() was ignored and "
+                "the pool is unharmed. What to do: return each connection once (`with pool.connection()` "
+                "does it for you).")
+
+    def _return_slow(self, conn: Connection, rec: _Record, close: bool, now: float) -> None:
+        """Reset a returned connection outside the lock, then pool it or discard it."""
+        reason = None
+        if close:
+            pass
+        elif conn.closed:
+            reason = "it was closed"
+        elif conn.get_transaction_status() == _UNKNOWN_TX:
+            reason = "its session with the server is lost"
+        else:
+            try:
+                if conn.get_transaction_status() != _IDLE_TX:
+                    conn.rollback()
+                if self._reset is not None:
+                    self._reset(conn)
+                    if conn.get_transaction_status() != _IDLE_TX:
+                        reason = "the reset callback left a transaction open"
+            except Exception as exc:  # noqa: BLE001 - any failure means the connection is not reusable
+                reason = f"resetting it failed: {type(exc).__name__}: {str(exc).strip()}"
+        if reason is not None:
+            with self._lock:
+                self._returns_bad += 1
+            logger.warning("pool %r: a returned connection was discarded because %s", self.name, reason)
+        if close or reason is not None or now >= rec.expires:
+            self._discard(conn, rec)
+            return
+        with self._lock:
+            if not self._closed:
+                rec.last_used = now = monotonic()
+                rec.check_at = min(now + self.check_after, rec.expires)
+                conn = self._give(conn, rec, now)
+            else:
+                self._records.pop(id(conn), None)
+                rec.state = _GONE
+                self._size -= 1
+        if conn is not None:
+            close_quietly(conn)
+
+    def _give(self, conn: Connection, rec: _Record, now: float) -> Connection | None:
+        """Hand ``conn`` to the first waiter, else push it on the idle stack (under the lock).
+
+        Returns the bottom of the stack if it has been idle past its max_idle (and the pool is
+        above min_size): the caller closes it after releasing the lock.
+        """
+        if self._waiting:
+            rec.state = _BORROWED
+            self._waiting.popleft().wake(conn)
+            return None
+        rec.state, rec.hold = _IDLE, conn
+        idle = self._idle
+        idle.append(rec)
+        oldest = idle[0]
+        if now - oldest.last_used <= oldest.max_idle or self._size <= self.min_size:
+            return None
+        return self._retire_oldest_idle()
+
+    def _retire_oldest_idle(self) -> Connection:
+        """Take the bottom of the idle stack out of the pool (under the lock); the caller closes it."""
+        oldest = self._idle.pop(0)
+        stale, oldest.hold, oldest.state = oldest.hold, None, _GONE
+        self._records.pop(id(stale), None)
+        self._size -= 1
+        return stale
+
+    # ------------------------------------------------------------------ opening and discarding
+    def _open(self) -> Connection:
+        """Open a connection outside the lock; the caller has already counted it in ``_size``."""
+        started = monotonic()
+        try:
+            conn = self._factory()
+            if not isinstance(conn, psycopg2.extensions.connection):
+                raise TypeError(f"the factory of pool {self.name!r} returned {type(conn).__name__}, "
+                                "not a psycopg2 connection")
+        except BaseException as exc:
+            with self._lock:
+                self._size -= 1
+                self._connections_errors += 1
+                self._last_error = f"{type(exc).__name__}: {str(exc).strip()}"
+            raise
+        now = monotonic()
+        rec = _Record(conn, self, now)
+        with self._lock:
+            self._connections_num += 1
+            self._connections_ms += (now - started) * 1000
+            closed = self._closed
+            if not closed:
+                self._records[id(conn)] = rec
+            else:
+                self._size -= 1
+                rec.state = _GONE
+        if closed:
+            close_quietly(conn)
+            raise PoolClosed(f"pool {self.name!r} was closed while a connection was being opened")
+        return conn
+
+    def _add_to_pool(self, conn: Connection, rec: _Record) -> None:
+        with self._lock:
+            if self._closed:
+                self._records.pop(id(conn), None)
+                rec.state = _GONE
+                self._size -= 1
+                retired = conn
+            else:
+                rec.last_used = now = monotonic()
+                rec.check_at = min(now + self.check_after, rec.expires)
+                retired = self._give(conn, rec, now)
+        if retired is not None:
+            close_quietly(retired)
+
+    def _open_in_background(self) -> None:
+        """Open one connection in a short-lived thread (after a loss, for waiters or min_size).
+
+        A failed attempt is retried with exponential backoff (at most 8 attempts, ~13 s) while
+        someone waits or the pool is below min_size.
+        """
+        def needed() -> bool:
+            if self._closed or self._size >= self.max_size or not (self._waiting or self._size < self.min_size):
+                return False
+            self._size += 1
+            return True
+
+        def add() -> None:
+            for attempt in range(8):
+                with self._lock:
+                    if not needed():
+                        return
+                try:
+                    conn = self._open()
+                except Exception as exc:  # noqa: BLE001 - counted in stats; waiters see it in PoolTimeout
+                    logger.warning("pool %r: could not open a connection (attempt %d): %s",
+                                   self.name, attempt + 1, exc)
+                    time.sleep(min(0.1 * 2 ** attempt, 3.0))
+                    continue
+                self._add_to_pool(conn, self._records[id(conn)])
+                return
+
+        try:
+            threading.Thread(target=add, name=f"{self.name}-open", daemon=True).start()
+        except RuntimeError:  # interpreter shutting down
+            pass
+
+    def _discard(self, conn: Connection, rec: _Record) -> None:
+        """Forget and close ``conn``; open a replacement if someone waits or the pool is below min_size."""
+        with self._lock:
+            if self._records.get(id(conn)) is rec:
+                del self._records[id(conn)]
+            rec.state = _GONE
+            self._size -= 1
+            refill = not self._closed and bool(self._waiting or self._size < self.min_size)
+        close_quietly(conn)
+        if refill:
+            self._open_in_background()
+
+    # ------------------------------------------------------------------ dropped connections
+    def _reclaim_soon(self) -> None:
+        """Called from a weakref callback: reclaim now if the lock is free, else from a thread."""
+        try:
+            threading.Thread(target=self._reclaim_lost, daemon=True).start()
+        except RuntimeError:  # interpreter shutting down
+            pass
+
+    def _reclaim_lost(self) -> None:
+        """Free the slots of connections that borrowers dropped without returning."""
+        lost = []
+        with self._lock:
+            while self._lost:
+                rec = self._lost.popleft()
+                for key, value in list(self._records.items()):
+                    if value is rec:
+                        del self._records[key]
+                        break
+                self._size -= 1
+                lost.append(rec)
+        for _ in lost:
+            self._open_in_background()
+
+    # ------------------------------------------------------------------ fork safety (see pool_fork)
+    def _before_fork(self) -> None:
+        self._lock.acquire()
+
+    def _after_fork_in_parent(self) -> None:
+        self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        for rec in self._records.values():
+            rec.state = _GONE
+            pool_fork.neutralise_fd(rec.fd)
+            rec.hold = None
+        self._init_state()
+
+
