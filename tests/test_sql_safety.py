@@ -134,7 +134,7 @@ class _Checker:
                     return f"variable {expr.id!r} is a {reason} (line {stmt.lineno})"
         return None
 
-    def run(self) -> "_Checker":
+    def run(self) -> _Checker:
         for node in ast.walk(self.tree):
             if not isinstance(node, ast.Call):
                 continue
