@@ -205,7 +205,8 @@ class ConnectionPool:
         plain = not close and not conn.closed and conn.get_transaction_status() == _IDLE_TX
         with self._lock:
             rec = self._records.get(id(conn))
-            if rec is None or rec.ref() is not conn or rec.state != _BORROWED:
+            # No identity check needed here: a record whose connection was freed is already _GONE.
+            if rec is None or rec.state != _BORROWED:
                 problem = self._bad_return(conn, rec)
             elif plain and self._plain_returns and now < rec.expires:
                 # The hot path: nothing to reset; inlined _give() (this runs on every return).

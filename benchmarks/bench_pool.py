@@ -1,0 +1,279 @@
+"""Benchmark: pgfactory_kit.ConnectionPool side by side with psycopg2's and psycopg_pool's pools.
+
+Run:  .venv/bin/python benchmarks/bench_pool.py [--repeats 7] [--no-write]
+
+Three scenarios, each measured interleaved (the contenders alternate within every repeat, in
+alternating order, so machine drift hits all alike); the table shows medians over repeats and
+the ratio of medians. Results go to the "Pool" section of benchmarks/RESULTS.md.
+1. checkout + return, no query: ours vs psycopg2.pool.ThreadedConnectionPool (target <= 1.0x);
+2. ``with pool.connection()`` + SELECT 1 vs a held connection doing SELECT 1 + commit (target <= 1.05x);
+3. 16 threads on 4 connections, SELECT 1 each: ours vs psycopg_pool (target >= 1.2x throughput),
+   and psycopg2's ThreadedConnectionPool, whose "connection pool exhausted" errors are counted.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import re
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2
+import psycopg2.pool
+
+from pgfactory_kit import ConnectionPool, make_factory
+from pgfactory_kit.server import LocalServer
+
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+SECTION = "## Pool"
+THREADS, CONNS = 16, 4
+
+
+def timed(fn: Callable[[], None], n: int) -> float:
+    """Microseconds per call of ``fn`` over ``n`` calls."""
+    start = time.perf_counter_ns()
+    for _ in range(n):
+        fn()
+    return (time.perf_counter_ns() - start) / n / 1000
+
+
+def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Run every contender once per repeat, alternating the order; collect each one's results."""
+    names = list(contenders)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            out[name].append(contenders[name]())
+    return out
+
+
+def scenario_checkout(settings, repeats: int, n: int) -> dict:
+    kit = ConnectionPool(make_factory(settings), min_size=1, max_size=4)
+    tcp = psycopg2.pool.ThreadedConnectionPool(1, 4, **settings.connect_kwargs())
+
+    def kit_cycle() -> None:
+        kit.putconn(kit.getconn())
+
+    def tcp_cycle() -> None:
+        tcp.putconn(tcp.getconn())
+
+    for fn in (kit_cycle, tcp_cycle):
+        timed(fn, n)  # warm-up, dropped
+    res = interleaved({"kit": lambda: timed(kit_cycle, n), "tcp": lambda: timed(tcp_cycle, n)}, repeats)
+    kit.close()
+    tcp.closeall()
+    return res
+
+
+def scenario_select(settings, repeats: int, n: int) -> dict:
+    factory = make_factory(settings)
+    kit = ConnectionPool(factory, min_size=1, max_size=4)
+    held = factory()
+
+    def kit_op() -> None:
+        with kit.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+
+    def held_op() -> None:
+        with held.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        held.commit()
+
+    for fn in (kit_op, held_op):
+        timed(fn, n // 4)
+    res = interleaved({"kit": lambda: timed(kit_op, n), "held": lambda: timed(held_op, n)}, repeats)
+    kit.close()
+    held.close()
+    return res
+
+
+def run_threads(worker: Callable[[], tuple[int, int]]) -> tuple[float, int]:
+    """Start THREADS workers together; return (operations per second, errors)."""
+    results: list[tuple[int, int]] = []
+    barrier = threading.Barrier(THREADS + 1)
+
+    def body() -> None:
+        barrier.wait()
+        results.append(worker())
+
+    threads = [threading.Thread(target=body) for _ in range(THREADS)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for t in threads:
+        t.join(timeout=300)
+    elapsed = time.perf_counter() - start
+    ops = sum(r[0] for r in results)
+    return ops / elapsed, sum(r[1] for r in results)
+
+
+def scenario_threads(settings, repeats: int, per_thread: int) -> tuple[dict, dict]:
+    import psycopg_pool  # the `compare` extra
+
+    kit = ConnectionPool(make_factory(settings), min_size=CONNS, max_size=CONNS)
+    ppool = psycopg_pool.ConnectionPool(settings.masked_dsn().replace("****", settings.password or ""),
+                                        min_size=CONNS, max_size=CONNS, open=True)
+    ppool.wait(30)
+    tcp = psycopg2.pool.ThreadedConnectionPool(CONNS, CONNS, **settings.connect_kwargs())
+    errors: dict[str, list[int]] = {"kit": [], "psycopg_pool": [], "psycopg2_tcp": []}
+
+    def kit_worker() -> tuple[int, int]:
+        done = errs = 0
+        for _ in range(per_thread):
+            try:
+                with kit.connection() as conn, conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetchone()
+                done += 1
+            except psycopg2.Error:
+                errs += 1
+        return done, errs
+
+    def ppool_worker() -> tuple[int, int]:
+        done = errs = 0
+        for _ in range(per_thread):
+            try:
+                with ppool.connection() as conn:
+                    conn.execute("SELECT 1").fetchone()
+                done += 1
+            except Exception:  # noqa: BLE001 - counted
+                errs += 1
+        return done, errs
+
+    def tcp_worker() -> tuple[int, int]:
+        done = errs = 0
+        for _ in range(per_thread):
+            try:
+                conn = tcp.getconn()
+            except psycopg2.pool.PoolError:  # "connection pool exhausted": psycopg2's pool never waits
+                errs += 1
+                continue
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT 1")
+                    cur.fetchone()
+                conn.commit()
+                done += 1
+            finally:
+                tcp.putconn(conn)
+        return done, errs
+
+    def measure(name: str, worker: Callable[[], tuple[int, int]]) -> Callable[[], float]:
+        def run() -> float:
+            rate, errs = run_threads(worker)
+            errors[name].append(errs)
+            return rate
+        return run
+
+    run_threads(kit_worker)
+    run_threads(ppool_worker)  # warm-ups, dropped
+    res = interleaved({"kit": measure("kit", kit_worker), "psycopg_pool": measure("psycopg_pool", ppool_worker),
+                       "psycopg2_tcp": measure("psycopg2_tcp", tcp_worker)}, repeats)
+    kit.close()
+    ppool.close()
+    tcp.closeall()
+    return res, errors
+
+
+def machine(settings) -> str:
+    conn = psycopg2.connect(**settings.connect_kwargs())
+    with conn.cursor() as cur:
+        cur.execute("SHOW server_version")
+        version = cur.fetchone()[0]
+    conn.close()
+    versions = [f"psycopg2 {psycopg2.__version__.split()[0]}"]
+    try:
+        import psycopg
+        import psycopg_pool
+        versions += [f"psycopg {psycopg.__version__}", f"psycopg_pool {psycopg_pool.__version__}"]
+    except ImportError:
+        versions.append("psycopg_pool not installed")
+    return (f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+            f"PostgreSQL {version} (LocalServer) over TCP {settings.host}:{settings.port}, scram-sha-256, "
+            f"no added RTT; {', '.join(versions)}")
+
+
+def med(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--cycles", type=int, default=20000, help="checkouts per repeat in scenario 1")
+    parser.add_argument("--queries", type=int, default=2000, help="queries per repeat in scenario 2")
+    parser.add_argument("--per-thread", type=int, default=300, help="queries per thread in scenario 3")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+
+    settings = LocalServer().start()
+    print(f"server: {settings.masked_dsn()}", flush=True)
+    one = scenario_checkout(settings, args.repeats, args.cycles)
+    two = scenario_select(settings, args.repeats, args.queries)
+    three, errors = scenario_threads(settings, args.repeats, args.per_thread)
+
+    r1 = med(one["kit"]) / med(one["tcp"])
+    r2 = med(two["kit"]) / med(two["held"])
+    r3 = med(three["kit"]) / med(three["psycopg_pool"])
+    rows = [
+        ("1. checkout+return, no query (µs/op)", f"kit {med(one['kit']):.2f}",
+         f"ThreadedConnectionPool {med(one['tcp']):.2f}", f"{r1:.2f}x time", "<= 1.00x",
+         "met" if r1 <= 1.0 else "MISSED"),
+        ("2. with pool.connection() + SELECT 1 (µs/op)", f"kit {med(two['kit']):.1f}",
+         f"held connection {med(two['held']):.1f}", f"{r2:.3f}x time", "<= 1.05x",
+         "met" if r2 <= 1.05 else "MISSED"),
+        (f"3. {THREADS} threads on {CONNS} connections (ops/s)", f"kit {med(three['kit']):.0f}",
+         f"psycopg_pool {med(three['psycopg_pool']):.0f}", f"{r3:.2f}x throughput", ">= 1.20x",
+         "met" if r3 >= 1.2 and sum(errors["kit"]) == 0 else "MISSED"),
+    ]
+    tcp_errs = sum(errors["psycopg2_tcp"])
+    tcp_ops = args.per_thread * THREADS * args.repeats
+    header = "| scenario | ours | baseline | ratio | target | |\n|---|---|---|---|---|---|\n"
+    table = header + "\n".join("| " + " | ".join(row) + " |" for row in rows)
+    notes = (f"Scenario 3 errors: kit {sum(errors['kit'])}, psycopg_pool {sum(errors['psycopg_pool'])}; "
+             f"psycopg2 ThreadedConnectionPool raised \"connection pool exhausted\" {tcp_errs} times out of "
+             f"{tcp_ops} requests ({100 * tcp_errs / tcp_ops:.0f}%), throughput of the requests it did serve "
+             f"{med(three['psycopg2_tcp']):.0f} ops/s.\n\n"
+             f"Per-repeat values (kit / baseline): 1: {fmt(one['kit'])} / {fmt(one['tcp'])}; "
+             f"2: {fmt(two['kit'])} / {fmt(two['held'])}; 3: {fmt(three['kit'], 0)} / "
+             f"{fmt(three['psycopg_pool'], 0)}.")
+    print(table)
+    print(notes)
+    if not args.no_write:
+        command = "python benchmarks/bench_pool.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_section(table, notes, command.strip(), machine(settings), args.repeats)
+        print(f"updated the Pool section of {RESULTS}")
+    return 0
+
+
+def fmt(values: list[float], digits: int = 2) -> str:
+    return ", ".join(f"{v:.{digits}f}" for v in values)
+
+
+def write_section(table: str, notes: str, command: str, machine_text: str, repeats: int) -> None:
+    """Replace the measured part of the Pool section (kept between markers); keep everything else."""
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    measured = (f"<!-- bench_pool:start -->\nCommand: `{command}` — {when}, medians of {repeats} interleaved "
+                f"repeats.\nMachine: {machine_text}.\n\n{table}\n\n{notes}\n<!-- bench_pool:end -->")
+    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
+    if "<!-- bench_pool:start -->" in text:
+        text = re.sub(r"<!-- bench_pool:start -->.*?<!-- bench_pool:end -->", lambda _: measured, text,
+                      flags=re.S)
+    elif SECTION in text:
+        text = text.replace(SECTION + "\n", SECTION + "\n\n" + measured + "\n", 1)
+    else:
+        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{measured}\n"
+    RESULTS.write_text(text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
