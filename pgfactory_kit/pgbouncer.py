@@ -189,6 +189,15 @@ class LocalPgBouncer:
             with contextlib.suppress(FileNotFoundError):
                 (real / PID_FILE).unlink()
 
+    def destroy(self) -> None:
+        """Stop PgBouncer and delete its folder (config, auth file, log), relocated copy included."""
+        self.stop()
+        real = self._real_dir()
+        if self.dir.is_symlink():
+            self.dir.unlink()
+        shutil.rmtree(real, ignore_errors=True)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
     def status(self) -> PgBouncerStatus:
         """Whether PgBouncer is installed and runs, where, and which version."""
         binary = find_pgbouncer()

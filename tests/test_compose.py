@@ -5,12 +5,16 @@ No Docker engine runs here, so these tests check the file itself: the Compose Sp
 """
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
 
+import psycopg2
 import pytest
 
+from pgfactory_kit.cli import main
+from pgfactory_kit.compose import docker_database, forget_kit_env_file
 from pgfactory_kit.settings import (
     DEFAULT_DBNAME,
     DEFAULT_HOST,
@@ -21,7 +25,7 @@ from pgfactory_kit.settings import (
     read_env_file,
 )
 
-from .conftest import ROOT
+from .conftest import ROOT, free_port
 
 yaml = pytest.importorskip("yaml")
 
@@ -184,3 +188,68 @@ def test_docs_give_the_three_steps_exactly():
     text = (ROOT / "docs" / "docker.md").read_text()
     for step in ("cp .env.example .env", "docker compose up -d --wait", "make lab", "make report"):
         assert step in text
+
+
+# ---------------------------------------------------------------- `pgfactory-kit up` with a Docker database
+@pytest.fixture
+def docker_project(server, tmp_path, monkeypatch):
+    """A project whose .env points at a running server (the test server stands in for the container)."""
+    for key in list(os.environ):
+        if key.startswith("PG") or key == "DATABASE_URL":
+            monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PGFACTORY_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text(
+        f"POSTGRES_USER=myuser\nPOSTGRES_PASSWORD={server.password}\nPOSTGRES_DB=mydatabase\n"
+        f"POSTGRES_PORT={server.port}\nPGBOUNCER_PORT=16999\n")
+    return tmp_path
+
+
+def test_up_uses_the_docker_database_from_dot_env_and_starts_no_server(docker_project, server, capsys):
+    stale = docker_project / ".pgfactory" / "kit.env"
+    stale.parent.mkdir()
+    stale.write_text("# Written by `pgfactory-kit up`: the kit's own PostgreSQL. The password is in PGPASSFILE.\n"
+                     "PGHOST=127.0.0.1\nPGPORT=1\nPGDATABASE=mydatabase\nPGUSER=myuser\n")
+    assert main(["up", "--pgbouncer"]) == 0
+    out = capsys.readouterr().out
+    assert f"Using the Docker database from .env: postgresql://myuser:****@127.0.0.1:{server.port}/mydatabase" in out
+    assert "compose service `pgbouncer`" in out and ":16999/" in out
+    assert server.password not in out
+    assert not (docker_project / ".pgfactory" / "data").exists(), "no local server was created"
+    assert not stale.exists(), "a kit.env would win over .env"
+    settings = ConnectionSettings.from_env()
+    assert (settings.port, settings.user, settings.dbname) == (server.port, "myuser", "mydatabase")
+    conn = psycopg2.connect(**settings.connect_kwargs())
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT count(*) FROM mytable")
+            assert cur.fetchone()[0] >= 5
+    finally:
+        conn.close()
+
+
+def test_status_and_down_mention_the_docker_database(docker_project, server, capsys):
+    assert main(["status"]) == 0
+    assert "the database from .env answers" in capsys.readouterr().out
+    assert main(["down"]) == 0
+    assert "docker compose down" in capsys.readouterr().out
+    conn = psycopg2.connect(**server.settings().connect_kwargs())  # `down` left the Docker database alone
+    conn.close()
+
+
+def test_a_kit_env_the_kit_did_not_write_is_left_alone(docker_project):
+    mine = docker_project / ".pgfactory" / "kit.env"
+    mine.parent.mkdir()
+    mine.write_text("PGHOST=db.example\n")
+    assert forget_kit_env_file(docker_project / ".pgfactory") is None
+    assert mine.exists()
+
+
+def test_docker_database_is_none_when_nothing_answers_or_credentials_are_wrong(docker_project, server):
+    assert docker_database() is not None
+    (docker_project / ".env").write_text(f"POSTGRES_PASSWORD=wrong\nPOSTGRES_PORT={server.port}\n")
+    assert docker_database() is None
+    (docker_project / ".env").write_text(f"POSTGRES_PASSWORD={server.password}\nPOSTGRES_PORT={free_port()}\n")
+    assert docker_database() is None
+    (docker_project / ".env").unlink()
+    assert docker_database() is None
