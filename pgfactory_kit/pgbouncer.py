@@ -161,6 +161,12 @@ class LocalPgBouncer:
             self._write_auth_file(real, runas)
             pid = self._running_pid(real)
             if pid is not None:
+                running_port = self._configured_port()
+                if running_port is not None and running_port != self.port:
+                    raise PgBouncerError(
+                        f"PgBouncer already runs for this server on port {running_port}, not {self.port} "
+                        "(it cannot move while running). What to do: use port "
+                        f"{running_port}, or stop it first (`pgfactory-kit down`, or LocalPgBouncer.stop()).")
                 self._write_ini(real, runas)
                 os.kill(pid, signal.SIGHUP)  # re-read the config and the auth file
                 return self.settings()

@@ -145,6 +145,16 @@ def test_start_again_is_idempotent_and_keeps_the_same_process(bouncer):
 
 
 @needs_pgbouncer
+def test_a_second_instance_finds_the_running_one_and_refuses_to_move_it(bouncer, server, monkeypatch):
+    monkeypatch.delenv(pgb.PORT_ENV, raising=False)
+    again = LocalPgBouncer(server)  # no port given: the one that runs
+    assert again.port == bouncer.port and again.status().pid == bouncer.status().pid
+    with pytest.raises(pgb.PgBouncerError, match=f"already runs for this server on port {bouncer.port}"):
+        LocalPgBouncer(server, port=free_port()).start()
+    assert bouncer.status().running
+
+
+@needs_pgbouncer
 def test_files_live_under_the_servers_state_dir(bouncer, server):
     assert bouncer.dir == server.state_dir / "pgbouncer"
     real = bouncer.dir.resolve()
