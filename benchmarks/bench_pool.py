@@ -53,7 +53,7 @@ def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dic
     return out
 
 
-def scenario_checkout(settings, repeats: int, n: int) -> dict:
+def scenario_checkout(settings, rounds: int, n: int) -> dict:
     kit = ConnectionPool(make_factory(settings), min_size=1, max_size=4)
     tcp = psycopg2.pool.ThreadedConnectionPool(1, 4, **settings.connect_kwargs())
 
@@ -65,16 +65,23 @@ def scenario_checkout(settings, repeats: int, n: int) -> dict:
 
     for fn in (kit_cycle, tcp_cycle):
         timed(fn, n)  # warm-up, dropped
-    res = interleaved({"kit": lambda: timed(kit_cycle, n), "tcp": lambda: timed(tcp_cycle, n)}, repeats)
+    res = interleaved({"kit": lambda: timed(kit_cycle, n), "tcp": lambda: timed(tcp_cycle, n)}, rounds)
     kit.close()
     tcp.closeall()
     return res
 
 
-def scenario_select(settings, repeats: int, n: int) -> dict:
-    factory = make_factory(settings)
-    kit = ConnectionPool(factory, min_size=1, max_size=4)
-    held = factory()
+def scenario_select(settings, rounds: int, n: int) -> dict:
+    """The pool's cost on a real query, isolated: both sides use the *same* backend.
+
+    The pool has one connection; the "held" side uses that very connection object directly
+    (between borrows, single-threaded), so server, backend and socket are identical and only
+    the pool's work differs. Ops alternate one by one and each is timed, so drift and noise
+    from other processes hit both sides alike; medians of the per-op times are compared.
+    """
+    kit = ConnectionPool(make_factory(settings), min_size=1, max_size=1)
+    held = kit.getconn()
+    kit.putconn(held)
 
     def kit_op() -> None:
         with kit.connection() as conn, conn.cursor() as cur:
@@ -88,11 +95,21 @@ def scenario_select(settings, repeats: int, n: int) -> dict:
         held.commit()
 
     for fn in (kit_op, held_op):
-        timed(fn, n // 4)
-    res = interleaved({"kit": lambda: timed(kit_op, n), "held": lambda: timed(held_op, n)}, repeats)
+        timed(fn, 200)  # warm-up, dropped
+    out: dict[str, list[float]] = {"kit": [], "held": []}
+    clock = time.perf_counter_ns
+    for i in range(rounds * n):
+        first, second = (kit_op, held_op) if i % 2 == 0 else (held_op, kit_op)
+        t0 = clock()
+        first()
+        t1 = clock()
+        second()
+        t2 = clock()
+        kit_ns, held_ns = (t1 - t0, t2 - t1) if i % 2 == 0 else (t2 - t1, t1 - t0)
+        out["kit"].append(kit_ns / 1000)
+        out["held"].append(held_ns / 1000)
     kit.close()
-    held.close()
-    return res
+    return out
 
 
 def run_threads(worker: Callable[[], tuple[int, int]]) -> tuple[float, int]:
@@ -208,17 +225,19 @@ def med(values: list[float]) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=7)
-    parser.add_argument("--cycles", type=int, default=20000, help="checkouts per repeat in scenario 1")
-    parser.add_argument("--queries", type=int, default=2000, help="queries per repeat in scenario 2")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats of scenario 3")
+    parser.add_argument("--rounds", type=int, default=300,
+                        help="interleaved rounds of scenarios 1 and 2 (short rounds: drift hits both alike)")
+    parser.add_argument("--cycles", type=int, default=1000, help="checkouts per round in scenario 1")
+    parser.add_argument("--queries", type=int, default=20, help="queries per round in scenario 2")
     parser.add_argument("--per-thread", type=int, default=300, help="queries per thread in scenario 3")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
     settings = LocalServer().start()
     print(f"server: {settings.masked_dsn()}", flush=True)
-    one = scenario_checkout(settings, args.repeats, args.cycles)
-    two = scenario_select(settings, args.repeats, args.queries)
+    one = scenario_checkout(settings, args.rounds, args.cycles)
+    two = scenario_select(settings, args.rounds, args.queries)
     three, errors = scenario_threads(settings, args.repeats, args.per_thread)
 
     r1 = med(one["kit"]) / med(one["tcp"])
@@ -243,27 +262,35 @@ def main(argv: list[str] | None = None) -> int:
              f"psycopg2 ThreadedConnectionPool raised \"connection pool exhausted\" {tcp_errs} times out of "
              f"{tcp_ops} requests ({100 * tcp_errs / tcp_ops:.0f}%), throughput of the requests it did serve "
              f"{med(three['psycopg2_tcp']):.0f} ops/s.\n\n"
-             f"Per-repeat values (kit / baseline): 1: {fmt(one['kit'])} / {fmt(one['tcp'])}; "
-             f"2: {fmt(two['kit'])} / {fmt(two['held'])}; 3: {fmt(three['kit'], 0)} / "
-             f"{fmt(three['psycopg_pool'], 0)}.")
+             f"Spread (p10–p90 of rounds, kit / baseline): 1: {spread(one['kit'])} / {spread(one['tcp'])} µs; "
+             f"2: {spread(two['kit'])} / {spread(two['held'])} µs. Scenario 3 per repeat: "
+             f"{fmt(three['kit'], 0)} / {fmt(three['psycopg_pool'], 0)} ops/s.")
     print(table)
     print(notes)
     if not args.no_write:
         command = "python benchmarks/bench_pool.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        write_section(table, notes, command.strip(), machine(settings), args.repeats)
+        write_section(table, notes, command.strip(), machine(settings), args)
         print(f"updated the Pool section of {RESULTS}")
     return 0
+
+
+def spread(values: list[float]) -> str:
+    deciles = statistics.quantiles(values, n=10)
+    return f"{deciles[0]:.2f}–{deciles[-1]:.2f}"
 
 
 def fmt(values: list[float], digits: int = 2) -> str:
     return ", ".join(f"{v:.{digits}f}" for v in values)
 
 
-def write_section(table: str, notes: str, command: str, machine_text: str, repeats: int) -> None:
+def write_section(table: str, notes: str, command: str, machine_text: str, args: argparse.Namespace) -> None:
     """Replace the measured part of the Pool section (kept between markers); keep everything else."""
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    measured = (f"<!-- bench_pool:start -->\nCommand: `{command}` — {when}, medians of {repeats} interleaved "
-                f"repeats.\nMachine: {machine_text}.\n\n{table}\n\n{notes}\n<!-- bench_pool:end -->")
+    measured = (f"<!-- bench_pool:start -->\nCommand: `{command}` — {when}. Scenarios 1–2: medians of "
+                f"{args.rounds} interleaved rounds ({args.cycles} checkouts each) / of {args.rounds * args.queries} "
+                f"per-op timings alternating one by one (same backend for both sides); "
+                f"scenario 3: medians of {args.repeats} interleaved repeats ({args.per_thread} queries per "
+                f"thread).\nMachine: {machine_text}.\n\n{table}\n\n{notes}\n<!-- bench_pool:end -->")
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
     if "<!-- bench_pool:start -->" in text:
         text = re.sub(r"<!-- bench_pool:start -->.*?<!-- bench_pool:end -->", lambda _: measured, text,
