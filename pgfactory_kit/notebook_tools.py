@@ -15,9 +15,9 @@ import copy
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 import nbformat
 
@@ -128,7 +128,7 @@ def record_expected(path: Path, env: Mapping[str, str] | None = None) -> list[st
         raise RuntimeError(f"{path} failed, nothing recorded: {run.error}")
     original = nbformat.read(path, as_version=4)
     recorded = []
-    for cell, executed in zip(original.cells, run.notebook.cells):
+    for cell, executed in zip(original.cells, run.notebook.cells, strict=True):
         if is_checked(cell):
             cell.metadata[EXPECTED_KEY] = stdout_of(executed)
             recorded.append(cell.metadata[EXPECTED_KEY])

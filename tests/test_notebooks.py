@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
+from xml.etree import ElementTree
 
 import nbformat
 import pytest
@@ -111,24 +111,52 @@ def test_every_lesson_has_a_solution_notebook(path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ executed with nbval
+@pytest.fixture(scope="module")
+def nbval_run(notebook_server: LocalServer, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
+    """Run every notebook and solution under nbval once, in one pytest subprocess (one fresh kernel
+    per notebook); return per-notebook results parsed from its JUnit XML.
+
+    nbval compares only cells that have reference outputs; the committed notebooks have none, so the
+    checked cells get their recorded expected text back in copies (same file names) that nbval runs."""
+    work = tmp_path_factory.mktemp("nbval")
+    copies = []
+    for path in ALL_NOTEBOOKS:
+        copy = work / path.relative_to(NOTEBOOK_DIR)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(with_expected_outputs(nbformat.read(path, as_version=4)), copy)
+        copies.append(copy)
+    junit = work / "junit.xml"
+    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=60", "-p", "no:cacheprovider",
+           "-q", "--no-header", "-o", "addopts=", "-o", "junit_family=xunit1", "--rootdir", str(work),
+           f"--junitxml={junit}", *map(str, copies)]
+    bound = QUICK_BOUND_S * max(1, len(copies))
+    try:
+        result = subprocess.run(cmd, cwd=work, env=notebook_env(notebook_server), capture_output=True,
+                                text=True, timeout=bound)
+    except subprocess.TimeoutExpired as exc:
+        pytest.fail(f"the notebooks did not finish within {bound}s in quick mode: {str(exc.stdout)[-3000:]}")
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output, "a notebook printed the database password"
+    assert junit.exists(), f"nbval did not run:\n{output[-4000:]}"
+    results: dict[str, dict] = {}
+    for case in ElementTree.parse(junit).iter("testcase"):
+        key = case.get("file", "")  # the notebook's path relative to the copies' folder
+        entry = results.setdefault(key, {"cells": 0, "seconds": 0.0, "failures": []})
+        entry["cells"] += 1
+        entry["seconds"] += float(case.get("time", 0))
+        for problem in list(case.iter("failure")) + list(case.iter("error")):
+            text = (problem.get("message") or "") + "\n" + (problem.text or "")
+            entry["failures"].append(f"{case.get('name')}: {text.strip()[-3000:]}")
+    results["__output__"] = {"text": output}
+    return results
+
+
 @pytest.mark.notebooks
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=_ids(ALL_NOTEBOOKS))
-def test_notebook_runs_top_to_bottom_under_nbval_in_quick_mode(path: Path, notebook_server: LocalServer,
-                                                               tmp_path: Path) -> None:
-    # nbval compares only cells that have reference outputs; the committed notebooks have none, so
-    # the checked cells get their recorded expected text back in a copy that nbval runs.
-    copy = tmp_path / path.name
-    nbformat.write(with_expected_outputs(nbformat.read(path, as_version=4)), copy)
-    cmd = [sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-cell-timeout=60", "-p", "no:cacheprovider",
-           "-q", "--no-header", "-o", "addopts=", "--rootdir", str(tmp_path), str(copy)]
-    started = time.monotonic()
-    try:
-        result = subprocess.run(cmd, cwd=ROOT, env=notebook_env(notebook_server), capture_output=True,
-                                text=True, timeout=QUICK_BOUND_S)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"{path.name} did not finish within {QUICK_BOUND_S}s in quick mode: {exc.stdout!s:.2000}")
-    elapsed = time.monotonic() - started
-    output = result.stdout + result.stderr
-    assert PASSWORD not in output, f"{path.name} printed the database password"
-    assert result.returncode == 0, f"{path.name} failed under nbval ({elapsed:.1f}s):\n{output[-6000:]}"
-    print(f"{path.name}: {elapsed:.1f}s")
+def test_notebook_runs_top_to_bottom_under_nbval_in_quick_mode(path: Path, nbval_run: dict[str, dict]) -> None:
+    key = str(path.relative_to(NOTEBOOK_DIR))
+    entry = nbval_run.get(key)
+    assert entry is not None and entry["cells"] > 0, \
+        f"{key} was not run by nbval:\n{nbval_run['__output__']['text'][-4000:]}"
+    assert not entry["failures"], f"{key} failed under nbval:\n" + "\n\n".join(entry["failures"])
+    print(f"{key}: {entry['cells']} cells, {entry['seconds']:.1f}s")

@@ -5,10 +5,10 @@ from typing import Any
 
 from ..lesson import server_view
 from ..settings import ConnectionSettings
-from . import check, not_attempted, passed, todo
+from . import Verdict, check, not_attempted, passed, todo
 
 
-def check_max_connections(answer: Any, settings: ConnectionSettings) -> bool:
+def check_max_connections(answer: Any, settings: ConnectionSettings) -> Verdict:
     """The answer must be the server's ``max_connections`` as an int."""
     if not_attempted(answer):
         return todo("max_connections", "replace `...` with the server's max_connections, as an int "

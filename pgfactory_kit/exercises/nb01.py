@@ -5,10 +5,10 @@ from typing import Any
 
 from ..lesson import server_sessions, wait_until_gone
 from ..settings import ConnectionSettings
-from . import check, not_attempted, passed, todo
+from . import Verdict, check, not_attempted, passed, todo
 
 
-def check_one_connection(settings: ConnectionSettings, sessions_before: int, pids: Any) -> bool:
+def check_one_connection(settings: ConnectionSettings, sessions_before: int, pids: Any) -> Verdict:
     """``pids``: the backend PID seen by each of the two operations; the server must have counted
     exactly one new session since ``sessions_before``."""
     if not_attempted(pids):

@@ -4,10 +4,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..factory import KitConnection
-from . import check, not_attempted, passed, todo
+from . import Verdict, check, not_attempted, passed, todo
 
 
-def check_counted_dict_row(conn: Any, row: Any) -> bool:
+def check_counted_dict_row(conn: Any, row: Any) -> Verdict:
     """``conn`` must be a KitConnection that ran exactly one statement; ``row`` the row with id 2 as a dict."""
     if not_attempted(conn, row):
         return todo("counted dict row", "replace both `...`: a connection from make_factory(settings, "
