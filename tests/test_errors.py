@@ -4,10 +4,7 @@ the password."""
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,11 +13,12 @@ import psycopg2
 import pytest
 
 from pgfactory_kit import make_factory
+from pgfactory_kit.cli import main
 from pgfactory_kit.errors import BinariesMissingError, KitConnectError, PortInUseError, explain_connect_error
 from pgfactory_kit.server import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
-from .conftest import ROOT, free_port
+from .conftest import free_port
 
 SECRET = "Pw-DISTINCT-7q3z!"
 
@@ -132,15 +130,15 @@ def test_something_that_is_not_postgresql_on_the_port_is_named(settings):
     assert "not PostgreSQL" in text and f"127.0.0.1:{port}" in text
 
 
-def test_malformed_dsn_on_the_command_line_is_explained_without_the_password(tmp_path):
+def test_malformed_dsn_on_the_command_line_is_explained_without_the_password(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("PGFACTORY_HOME", str(tmp_path))
     dsn = f"postgresql://admin:{SECRET}@127.0.0.1:notaport/postgres"
-    env = dict(os.environ, PGFACTORY_HOME=str(tmp_path))
-    with within(60):
-        result = subprocess.run([sys.executable, "-m", "pgfactory_kit.cli", "provision", "--check", "--dsn", dsn],
-                                capture_output=True, text=True, env=env, cwd=ROOT, timeout=60)
-    assert result.returncode == 1
-    assert "malformed DSN URL" in result.stderr and "postgresql://user:password@host:port/dbname" in result.stderr
-    assert SECRET not in result.stdout + result.stderr
+    with within(10):
+        code = main(["provision", "--check", "--dsn", dsn])
+    out = capfd.readouterr()
+    assert code == 1
+    assert "malformed DSN URL" in out.err and "postgresql://user:password@host:port/dbname" in out.err
+    assert SECRET not in out.out + out.err
 
 
 def test_port_taken_says_which_port_and_how_to_pick_another(tmp_path):

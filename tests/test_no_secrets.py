@@ -8,10 +8,7 @@ from __future__ import annotations
 import ast
 import gc
 import logging
-import os
 import stat
-import subprocess
-import sys
 import warnings
 from collections.abc import Iterator
 
@@ -19,6 +16,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit import KitConnection, make_factory
+from pgfactory_kit.cli import main
 from pgfactory_kit.server import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
@@ -29,23 +27,31 @@ WRONG = "Pw-WRONGONE-3m9x"
 
 
 @pytest.fixture(scope="module")
-def secret_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalServer, dict[str, str]]]:
-    """A LocalServer whose lesson password is SECRET, started through the CLI; destroyed afterwards."""
+def secret_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """A LocalServer whose lesson password is SECRET; destroyed afterwards."""
     home = tmp_path_factory.mktemp("secret")
-    data_dir, port = home / "data", free_port()
-    env = dict(os.environ, PGFACTORY_HOME=str(home), PGFACTORY_PASSWORD=SECRET)
-    for key in ("PGFACTORY_DSN", "DATABASE_URL", "PGFACTORY_ADMIN_DSN", "PGPASSWORD"):
-        env.pop(key, None)
-    srv = LocalServer(data_dir=data_dir, port=port, password=SECRET)
+    srv = LocalServer(data_dir=home / "data", port=free_port(), password=SECRET)
     try:
-        yield srv, env
+        yield srv
     finally:
         srv.destroy()
 
 
-def cli(env: dict[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pgfactory_kit.cli", *args], capture_output=True, text=True,
-                          env=env, cwd=ROOT, timeout=timeout)
+@pytest.fixture
+def secret_env(secret_server: LocalServer, monkeypatch: pytest.MonkeyPatch) -> LocalServer:
+    """The environment a learner would have: PGFACTORY_PASSWORD=SECRET, no other credentials."""
+    monkeypatch.setenv("PGFACTORY_HOME", str(secret_server.state_dir.parent))
+    monkeypatch.setenv("PGFACTORY_PASSWORD", SECRET)
+    for key in ("PGFACTORY_DSN", "DATABASE_URL", "PGFACTORY_ADMIN_DSN", "PGPASSWORD"):
+        monkeypatch.delenv(key, raising=False)
+    return secret_server
+
+
+def cli(capfd: pytest.CaptureFixture[str], *args: str) -> tuple[int, str]:
+    """``pgfactory-kit ARGS`` in this process; (exit code, everything written to fd 1 and 2)."""
+    code = main(list(args))
+    out = capfd.readouterr()
+    return code, out.out + out.err
 
 
 def assert_clean(text: str, *secrets: str) -> None:
@@ -53,49 +59,48 @@ def assert_clean(text: str, *secrets: str) -> None:
         assert secret not in text, f"a password leaked into: {text[:300]!r}"
 
 
-@pytest.mark.slow  # ~15 s: a server started, restarted and stopped through the CLI
-def test_cli_output_never_shows_the_lesson_or_admin_password(secret_server):
-    srv, env = secret_server
+def test_cli_output_never_shows_the_lesson_or_admin_password(secret_env, capfd):
+    srv = secret_env
     where = ["--data-dir", str(srv.data_dir), "--port", str(srv.port)]
-    up = cli(env, "up", *where)
-    assert up.returncode == 0, up.stderr
-    assert f"postgresql://myuser:****@127.0.0.1:{srv.port}/mydatabase" in up.stdout
+    code, up = cli(capfd, "up", *where)
+    assert code == 0, up
+    assert f"postgresql://myuser:****@127.0.0.1:{srv.port}/mydatabase" in up
+    assert srv.settings().password == SECRET
     admin_password = srv.admin_settings().password
-    runs = {"up": up}
-    runs["status"] = cli(env, "status", *where)
-    runs["env"] = cli(env, "env", *where)
-    runs["restart"] = cli(env, "restart", *where)
+    runs = {"up": (code, up)}
+    runs["status"] = cli(capfd, "status", *where)
+    runs["env"] = cli(capfd, "env", *where)
+    runs["restart"] = cli(capfd, "restart", *where)
     out = srv.state_dir / "creds.csv"
-    runs["provision"] = cli(env, "provision", "--learners", "1", "--prefix", "leak", "--connection-limit", "2",
+    runs["provision"] = cli(capfd, "provision", "--learners", "1", "--prefix", "leak", "--connection-limit", "2",
                             "--out", str(out), *where)
-    runs["provision --check"] = cli(env, "provision", "--check", "--prefix", "leak", *where)
+    runs["provision --check"] = cli(capfd, "provision", "--check", "--prefix", "leak", *where)
     learner_password = ConnectionSettings.from_dsn(out.read_text().splitlines()[1].split(",")[2]).password
-    runs["provision --drop"] = cli(env, "provision", "--drop", "--prefix", "leak", "--out", str(out), *where)
-    runs["provision bad dsn"] = cli(env, "provision", "--check", "--dsn",
+    runs["provision --drop"] = cli(capfd, "provision", "--drop", "--prefix", "leak", "--out", str(out), *where)
+    runs["provision bad dsn"] = cli(capfd, "provision", "--check", "--dsn",
                                     f"postgresql://admin:{SECRET}@127.0.0.1:{free_port()}/postgres")
-    runs["down"] = cli(env, "down", *where)
-    for name, result in runs.items():
-        assert result.returncode in (0, 1), (name, result.stderr)
-        assert_clean(result.stdout + result.stderr, SECRET, admin_password, learner_password)
-    assert runs["provision bad dsn"].returncode == 1 and "****" in runs["provision bad dsn"].stderr
-    assert "PGPASSFILE" in runs["env"].stdout
+    runs["down"] = cli(capfd, "down", *where)
+    for name, (code, text) in runs.items():
+        assert code in (0, 1), (name, text)
+        assert_clean(text, SECRET, admin_password, learner_password)
+    assert runs["provision bad dsn"][0] == 1 and "****" in runs["provision bad dsn"][1]
+    assert "PGPASSFILE" in runs["env"][1] and "running" in runs["status"][1]
 
 
 @pytest.mark.parametrize("command", ["up", "down", "status", "env", "restart", "bench", "provision"])
 def test_cli_help_never_shows_a_password_from_the_environment(command, monkeypatch, capsys):
-    from pgfactory_kit import cli
     monkeypatch.setenv("PGFACTORY_PASSWORD", SECRET)
     monkeypatch.setenv("PGFACTORY_DSN", f"postgresql://myuser:{SECRET}@127.0.0.1:1/mydatabase")
     monkeypatch.setenv("PGFACTORY_ADMIN_DSN", f"postgresql://admin:{SECRET}@127.0.0.1:1/postgres")
     with pytest.raises(SystemExit) as exit_info:
-        cli.main([command, "--help"])
+        main([command, "--help"])
     out = capsys.readouterr()
     assert exit_info.value.code == 0 and f"usage: pgfactory-kit {command}" in out.out
     assert_clean(out.out + out.err)
 
 
 def test_files_the_kit_writes_keep_the_password_out_of_env_files_and_pgpass_private(secret_server):
-    srv, _env = secret_server
+    srv = secret_server
     srv.start()
     assert_clean((srv.state_dir / "kit.env").read_text())
     pgpass = srv.state_dir / "pgpass"
@@ -104,7 +109,7 @@ def test_files_the_kit_writes_keep_the_password_out_of_env_files_and_pgpass_priv
 
 
 def test_reprs_and_descriptions_never_show_the_password(secret_server):
-    srv, _env = secret_server
+    srv = secret_server
     settings = srv.start()
     assert settings.password == SECRET
     texts = [repr(settings), str(settings), settings.masked_dsn(), repr(srv), str(srv.status()),
@@ -136,7 +141,7 @@ def test_reprs_and_descriptions_never_show_the_password(secret_server):
 
 
 def test_logs_warnings_and_errors_never_show_the_password(secret_server, caplog):
-    srv, _env = secret_server
+    srv = secret_server
     settings = srv.start()
     from pgfactory_kit.pool import ConnectionPool
     caplog.set_level(logging.DEBUG)

@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import csv
-import os
 import stat
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg2
@@ -13,6 +13,7 @@ import pytest
 from psycopg2 import sql
 
 from pgfactory_kit import make_factory
+from pgfactory_kit.cli import main
 from pgfactory_kit.errors import ProvisionError
 from pgfactory_kit.provision import Budget, check, drop, password_matches, provision, scram_verifier
 from pgfactory_kit.settings import ConnectionSettings
@@ -289,29 +290,41 @@ def test_scram_verifier_is_byte_for_byte_what_postgresql_computes(admin_conn):
     assert scram_verifier("x", salt=b"0123456789abcdef").startswith("SCRAM-SHA-256$4096:MDEyMzQ1Njc4OWFiY2RlZg==$")
 
 
-def test_cli_provision_check_drop_never_prints_a_password(server, tmp_path):
+@dataclass
+class Run:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(capfd: pytest.CaptureFixture[str], *args: str) -> Run:
+    """``pgfactory-kit ARGS`` in this process (the same ``main`` the console script calls)."""
+    code = main(list(args))
+    out = capfd.readouterr()
+    return Run(code, out.out, out.err)
+
+
+def test_cli_provision_check_drop_never_prints_a_password(server, tmp_path, monkeypatch, capfd):
     out = tmp_path / "creds.csv"
-    env = dict(os.environ, PGFACTORY_HOME=str(tmp_path))
-    env.pop("PGFACTORY_ADMIN_DSN", None)
-    base = [sys.executable, "-m", "pgfactory_kit.cli", "provision", "--prefix", "pvcli", "--out", str(out),
-            "--data-dir", str(server.data_dir), "--port", str(server.port)]
-    run = lambda *a: subprocess.run([*base, *a], capture_output=True, text=True, env=env, cwd=ROOT,  # noqa: E731
-                                    timeout=120)
+    monkeypatch.setenv("PGFACTORY_HOME", str(tmp_path))
+    monkeypatch.delenv("PGFACTORY_ADMIN_DSN", raising=False)
+    base = ["provision", "--prefix", "pvcli", "--out", str(out), "--data-dir", str(server.data_dir),
+            "--port", str(server.port)]
     admin_password = server.admin_settings().password
     try:
-        created = run("--learners", "2", "--connection-limit", "2")
+        created = cli(capfd, *base, "--learners", "2", "--connection-limit", "2")
         assert created.returncode == 0, created.stderr
         secrets_ = [s.password for s in credentials(out).values()] + [admin_password]
         assert str(out) in created.stdout and "pvcli1" in created.stdout and "created" in created.stdout
-        again = run("--learners", "2", "--connection-limit", "2")
+        again = cli(capfd, *base, "--learners", "2", "--connection-limit", "2")
         assert again.returncode == 0 and again.stdout.count("exists") == 2
-        checked = run("--check")
+        checked = cli(capfd, *base, "--check")
         assert checked.returncode == 0 and "pvcli2" in checked.stdout
-        refused = run("--learners", "2", "--connection-limit", "500")
+        refused = cli(capfd, *base, "--learners", "2", "--connection-limit", "500")
         assert refused.returncode == 1 and "max_connections" in refused.stderr
-        missing = run()
+        missing = cli(capfd, *base)
         assert missing.returncode == 1 and "--learners N" in missing.stderr
-        dropped = run("--drop")
+        dropped = cli(capfd, *base, "--drop")
         assert dropped.returncode == 0 and "pvcli1, pvcli2" in dropped.stdout
         for result in (created, again, checked, refused, missing, dropped):
             for secret in secrets_:
@@ -320,11 +333,15 @@ def test_cli_provision_check_drop_never_prints_a_password(server, tmp_path):
         drop(server.admin_settings(), "pvcli", out=out)
 
 
-def test_cli_without_a_kit_server_says_to_run_up_or_pass_a_dsn(tmp_path):
-    env = dict(os.environ, PGFACTORY_HOME=str(tmp_path))
-    env.pop("PGFACTORY_ADMIN_DSN", None)
-    result = subprocess.run([sys.executable, "-m", "pgfactory_kit.cli", "provision", "--check",
-                             "--data-dir", str(tmp_path / "nothing")], capture_output=True, text=True,
-                            env=env, cwd=ROOT, timeout=60)
+def test_cli_is_wired_into_the_pgfactory_kit_command():
+    result = subprocess.run([sys.executable, "-m", "pgfactory_kit.cli", "provision", "--help"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0 and "--learners N" in result.stdout and "--drop" in result.stdout
+
+
+def test_cli_without_a_kit_server_says_to_run_up_or_pass_a_dsn(tmp_path, monkeypatch, capfd):
+    monkeypatch.setenv("PGFACTORY_HOME", str(tmp_path))
+    monkeypatch.delenv("PGFACTORY_ADMIN_DSN", raising=False)
+    result = cli(capfd, "provision", "--check", "--data-dir", str(tmp_path / "nothing"))
     assert result.returncode == 1
     assert "pgfactory-kit up" in result.stderr and "--dsn" in result.stderr
