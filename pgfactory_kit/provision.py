@@ -379,10 +379,14 @@ def _ensure_database(admin: _Admin, name: str) -> None:
 
 
 def _seed(admin_settings: ConnectionSettings, name: str) -> None:
-    """Run data/initdb/*.sql in the learner's database as the learner (objects owned by them)."""
+    """Run data/initdb/*.sql in the learner's database as the learner (objects owned by them) —
+    only while the lesson's table is missing, so a rerun never touches a learner's data."""
     conn = _connect(admin_settings.with_(dbname=name))
     try:
         with conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('public.mytable') IS NOT NULL")
+            if cur.fetchone()[0]:
+                return
             cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(name)))
             for script in sorted(SQL_DIR.glob("*.sql")):
                 cur.execute(script.read_text(encoding="utf-8"))

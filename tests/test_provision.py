@@ -180,6 +180,22 @@ def test_rerunning_provision_changes_nothing(room, server):
     assert credentials(result.credentials_file) == creds
 
 
+def test_rerunning_provision_leaves_the_learners_data_alone(server, tmp_path):
+    admin = server.admin_settings()
+    out = tmp_path / "creds.csv"
+    try:
+        provision(admin, 1, "pvkeep", connection_limit=2, out=out)
+        learner = credentials(out)["pvkeep1"]
+        fetch(learner, "DELETE FROM mytable")
+        provision(admin, 1, "pvkeep", connection_limit=2, out=out)
+        assert fetch(learner, "SELECT count(*) FROM mytable") == [(0,)]  # not re-seeded
+        fetch(learner, "DROP TABLE mytable")
+        provision(admin, 1, "pvkeep", connection_limit=2, out=out)
+        assert fetch(learner, "SELECT count(*) FROM mytable") == [(5,)]  # a missing table is restored
+    finally:
+        drop(admin, "pvkeep", out=out)
+
+
 def test_check_reports_what_exists(room):
     _result, admin, _creds = room
     report = check(admin, PREFIX)
