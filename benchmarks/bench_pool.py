@@ -72,16 +72,21 @@ def scenario_checkout(settings, rounds: int, n: int) -> dict:
 
 
 def scenario_select(settings, rounds: int, n: int) -> dict:
-    """The pool's cost on a real query, isolated: both sides use the *same* backend.
+    """The pool's cost on a real query, isolated: every side uses the *same* backend.
 
     The pool has one connection; the "held" side uses that very connection object directly
-    (between borrows, single-threaded), so server, backend and socket are identical and only
-    the pool's work differs. Ops alternate one by one and each is timed, so drift and noise
-    from other processes hit both sides alike; medians of the per-op times are compared.
+    (between borrows, single-threaded), and a psycopg2 ThreadedConnectionPool is given the same
+    connection too, so server, backend and socket are identical and only the pools' work
+    differs. Ops rotate one by one and each is timed, so drift and noise from other processes
+    hit all sides alike; medians of the per-op times are compared.
     """
     kit = ConnectionPool(make_factory(settings), min_size=1, max_size=1)
     held = kit.getconn()
     kit.putconn(held)
+    tcp = psycopg2.pool.ThreadedConnectionPool(1, 1, **settings.connect_kwargs())
+    own = tcp._pool.pop()  # private, benchmark only: psycopg2's pool lends out the same connection
+    own.close()
+    tcp._pool.append(held)
 
     def kit_op() -> None:
         with kit.connection() as conn, conn.cursor() as cur:
@@ -94,20 +99,28 @@ def scenario_select(settings, rounds: int, n: int) -> dict:
             cur.fetchone()
         held.commit()
 
-    for fn in (kit_op, held_op):
+    def tcp_op() -> None:
+        conn = tcp.getconn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            conn.commit()
+        finally:
+            tcp.putconn(conn)
+
+    ops = {"kit": kit_op, "held": held_op, "tcp": tcp_op}
+    for fn in ops.values():
         timed(fn, 200)  # warm-up, dropped
-    out: dict[str, list[float]] = {"kit": [], "held": []}
+    out: dict[str, list[float]] = {name: [] for name in ops}
+    names = list(ops)
     clock = time.perf_counter_ns
     for i in range(rounds * n):
-        first, second = (kit_op, held_op) if i % 2 == 0 else (held_op, kit_op)
-        t0 = clock()
-        first()
-        t1 = clock()
-        second()
-        t2 = clock()
-        kit_ns, held_ns = (t1 - t0, t2 - t1) if i % 2 == 0 else (t2 - t1, t1 - t0)
-        out["kit"].append(kit_ns / 1000)
-        out["held"].append(held_ns / 1000)
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = clock()
+            ops[name]()
+            out[name].append((clock() - t0) / 1000)
     kit.close()
     return out
 
@@ -265,6 +278,8 @@ def main(argv: list[str] | None = None) -> int:
              f"Spread (p10–p90 of rounds, kit / baseline): 1: {spread(one['kit'])} / {spread(one['tcp'])} µs; "
              f"2: {spread(two['kit'])} / {spread(two['held'])} µs. Scenario 3 per repeat: "
              f"{fmt(three['kit'], 0)} / {fmt(three['psycopg_pool'], 0)} ops/s.")
+    notes += (f" For context, psycopg2's ThreadedConnectionPool lending the same connection in scenario 2: "
+              f"{med(two['tcp']):.1f} µs/op ({med(two['tcp']) / med(two['held']):.3f}x the held connection).")
     print(table)
     print(notes)
     if not args.no_write:
@@ -288,7 +303,7 @@ def write_section(table: str, notes: str, command: str, machine_text: str, args:
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     measured = (f"<!-- bench_pool:start -->\nCommand: `{command}` — {when}. Scenarios 1–2: medians of "
                 f"{args.rounds} interleaved rounds ({args.cycles} checkouts each) / of {args.rounds * args.queries} "
-                f"per-op timings alternating one by one (same backend for both sides); "
+                f"per-op timings rotating one by one (same backend for all sides); "
                 f"scenario 3: medians of {args.repeats} interleaved repeats ({args.per_thread} queries per "
                 f"thread).\nMachine: {machine_text}.\n\n{table}\n\n{notes}\n<!-- bench_pool:end -->")
     text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"

@@ -76,10 +76,13 @@ def _on_collected(pool_ref: weakref.ref, rec: _Record) -> Callable[[Any], None]:
             return
         pool._lost.append(rec)
         pool._reclaim_soon()
-        # Warned here, in the thread that dropped the connection, so the warning points near the bug.
-        warnings.warn(f"pool {pool.name!r}: a borrowed connection was garbage collected without being returned; "
-                      "its slot is reclaimed (psycopg2 closed its socket). What to do: use "
-                      "`with pool.connection()` or call putconn().", RuntimeWarning, stacklevel=2)
+        try:
+            # Warned here, in the thread that dropped the connection, so the warning points near the bug.
+            warnings.warn(f"pool {pool.name!r}: a borrowed connection was garbage collected without being "
+                          "returned; its slot is reclaimed (psycopg2 closed its socket). What to do: use "
+                          "`with pool.connection()` or call putconn().", RuntimeWarning, stacklevel=2)
+        except Exception:  # noqa: BLE001 - e.g. warnings turned into errors: the slot is reclaimed anyway
+            logger.warning("pool %r: a borrowed connection was dropped without being returned", pool.name)
     return callback
 
 
@@ -114,7 +117,8 @@ class _Lend:
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, self.conn = self.conn, None
         try:
-            if exc_type is None and not conn.closed:
+            # Commit only if a transaction is open: a no-op commit() still costs psycopg2 a GIL release.
+            if exc_type is None and not conn.closed and conn.get_transaction_status() != _IDLE_TX:
                 conn.commit()
         finally:
             self.pool.putconn(conn)  # rolls back whatever is still open
@@ -202,7 +206,11 @@ class ConnectionPool:
         ValueError and leaves the pool unharmed.
         """
         now = monotonic()
-        plain = not close and not conn.closed and conn.get_transaction_status() == _IDLE_TX
+        try:
+            plain = not close and not conn.closed and conn.get_transaction_status() == _IDLE_TX
+        except AttributeError:
+            raise TypeError(f"pool {self.name!r}: putconn() expects a connection it gave out, "
+                            f"not {type(conn).__name__}") from None
         with self._lock:
             rec = self._records.get(id(conn))
             # No identity check needed here: a record whose connection was freed is already _GONE.
@@ -543,6 +551,8 @@ class ConnectionPool:
             rec.state = _GONE
             pool_fork.neutralise_fd(rec.fd)
             rec.hold = None
+        closed = self._closed
         self._init_state()
+        self._closed = closed  # a pool closed in the parent stays closed in the child
 
 

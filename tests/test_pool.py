@@ -461,3 +461,11 @@ def test_bad_sizes_are_rejected_with_a_clear_message(factory):
         ConnectionPool(factory, min_size=3, max_size=2)
     with pytest.raises(TypeError, match="zero-argument callable"):
         ConnectionPool("dbname=x")
+
+
+def test_putconn_of_something_else_raises_type_error(factory):
+    with ConnectionPool(factory, max_size=1) as pool:
+        with pytest.raises(TypeError, match="expects a connection it gave out"):
+            pool.putconn("not a connection")
+        with pool.connection(timeout=5):
+            pass
