@@ -44,7 +44,10 @@ AUTH_METHODS = ("scram-sha-256", "md5", "trust")
 RESULT_COLUMNS = ["strategy", "scenario", "workload", "thread", "repeat", "phase", "block", "op", "start_ns", "ns",
                   "backend_pid", "threads", "rtt_ms", "auth", "transport"]
 DEFAULT_TIME_LIMIT_S = 900.0
-SETTLE_TIMEOUT_S = 2.0
+SETTLE_TIMEOUT_S = 0.5
+# With the kit's server the bench works in a database of its own (same table), so the server's
+# session counter for it counts the bench's connections and nobody else's.
+BENCH_DATABASE = "pgfactory_bench"
 
 
 @dataclass
@@ -97,8 +100,9 @@ def resolve_target(settings: ConnectionSettings | None, server: Any, auth: str |
         method = auth or "scram-sha-256"
         if method not in AUTH_METHODS:
             raise ValueError(f"unknown auth method {method!r}; choose one of {', '.join(AUTH_METHODS)}")
-        owner = server.settings()
-        target = owner if method == "scram-sha-256" else server.auth_settings(method)
+        ensure_bench_database(server)
+        owner = server.settings().with_(dbname=BENCH_DATABASE)
+        target = owner if method == "scram-sha-256" else server.auth_settings(method).with_(dbname=BENCH_DATABASE)
         if transport == "unix":
             target = target.with_(host=server.socket_settings().host)
         elif transport == "tls":
@@ -114,6 +118,39 @@ def resolve_target(settings: ConnectionSettings | None, server: Any, auth: str |
     if transport == "unix" and target.transport != "unix socket":
         raise ValueError("transport='unix' needs settings whose host is a socket directory, or server=...")
     return target, target, auth or "as the server's pg_hba.conf decides", target.transport
+
+
+def ensure_bench_database(server: Any) -> str:
+    """Create (once) the database ``pgfactory_bench`` on the kit's server, with the lesson's ``mytable``
+    readable and writable by the roles of every auth method. Returns its name."""
+    from psycopg2 import errors, sql
+
+    from .server import AUTH_ROLES, SQL_DIR
+    admin = psycopg2.connect(**server.admin_settings().connect_kwargs())
+    try:
+        admin.autocommit = True
+        with admin.cursor() as cur:
+            cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (BENCH_DATABASE,))
+            if cur.fetchone() is None:
+                owner = server.settings().user
+                with contextlib.suppress(errors.DuplicateDatabase, errors.UniqueViolation):
+                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(BENCH_DATABASE),
+                                                                               sql.Identifier(owner)))
+    finally:
+        admin.close()
+    conn = psycopg2.connect(**server.settings().with_(dbname=BENCH_DATABASE).connect_kwargs())
+    try:
+        with conn, conn.cursor() as cur:
+            cur.execute("SELECT to_regclass('mytable') IS NOT NULL")
+            if not cur.fetchone()[0]:
+                for script in sorted(SQL_DIR.glob("*.sql")):
+                    cur.execute(script.read_text(encoding="utf-8"))
+                roles = sql.SQL(", ").join(sql.Identifier(r) for r in AUTH_ROLES.values())
+                cur.execute(sql.SQL("GRANT SELECT, INSERT ON mytable TO {}").format(roles))
+                cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE mytable_id_seq TO {}").format(roles))
+    finally:
+        conn.close()
+    return BENCH_DATABASE
 
 
 class _Monitor:
@@ -155,9 +192,10 @@ class _Monitor:
 # ------------------------------------------------------------------------------------- running
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
-    """Collect now, then keep the collector out of the timed section."""
+    """Collect the young generation now (cheap), then keep the collector out of the timed section.
+    A full collection, which can take tens of ms in a big process, runs once per repeat instead."""
     was_enabled = gc.isenabled()
-    gc.collect()
+    gc.collect(0)
     gc.disable()
     try:
         yield
@@ -281,11 +319,19 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
                   workload=workload, threads=threads, rtt_ms=float(rtt_ms), auth=auth_label,
                   transport=transport_label)
     notes: list[str] = []
+    if server is None:
+        notes.append(f"sessions: the server's counter for database {owner.dbname!r} counts every client of it "
+                     "during the run, not only the bench (pass server=LocalServer() for a database of its own)")
     with contextlib.ExitStack() as stack:
+        route = None
         if rtt_ms:
             from .latency import DelayProxy
-            proxy = stack.enter_context(DelayProxy(target.host, target.port, rtt_ms / 2))
-            target = target.with_(host=proxy.listen_host, port=proxy.port)
+
+            def route(where: ConnectionSettings) -> ConnectionSettings:
+                """``where``, reached through a DelayProxy adding ``rtt_ms`` of round-trip time."""
+                proxy = stack.enter_context(DelayProxy(where.host, where.port, rtt_ms / 2))
+                return where.with_(host=proxy.listen_host, port=proxy.port)
+            target = route(target)
         monitor = _Monitor(owner)
         stack.callback(monitor.close)
         if workload == "insert":
@@ -298,7 +344,8 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
         if bar is not None:
             stack.callback(bar.close)
         for repeat in range(repeats):
-            opened = _open_strategies(names, target, work, pool_size, server, runner, notes)
+            gc.collect()
+            opened = _open_strategies(names, target, work, pool_size, server, route, runner, notes)
             names = [s.name for s in opened]
             with contextlib.ExitStack() as closing:
                 for strategy in opened:
@@ -329,11 +376,11 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
 
 
 def _open_strategies(names: Sequence[str], target: ConnectionSettings, work: Workload, pool_size: int, server: Any,
-                     runner: _Runner, notes: list[str]) -> list[Strategy]:
+                     route: Any, runner: _Runner, notes: list[str]) -> list[Strategy]:
     opened: list[Strategy] = []
     for name in names:
         tagged = target.with_(application_name=f"pgfactory_kit_bench_{name}")
-        strategy = make_strategy(name, tagged, work, pool_size, server)
+        strategy = make_strategy(name, tagged, work, pool_size, server, route)
         try:
             with runner.counting(name):
                 strategy.open()

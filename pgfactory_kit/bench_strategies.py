@@ -21,7 +21,7 @@ DESCRIPTIONS = {
     "connect_per_query": "the blog's pattern: a new connection for every operation, closed after it",
     "reused": "one connection opened once and handed out again (ReusedConnection)",
     "pool": "the kit's ConnectionPool (thread-safe, waits when exhausted)",
-    "psycopg2_pool": "psycopg2.pool.ThreadedConnectionPool (guarded so it waits instead of failing)",
+    "psycopg2_pool": "psycopg2.pool.ThreadedConnectionPool(n, n) (guarded so it waits instead of failing)",
     "psycopg_pool": "psycopg 3's psycopg_pool.ConnectionPool (production-grade pool)",
     "pgbouncer": "a new connection per operation, but to PgBouncer, which keeps server sessions open",
 }
@@ -82,6 +82,7 @@ class Strategy:
     pool_size: int = 4
     name: str = "strategy"
     server: Any = None
+    route: Callable[[ConnectionSettings], ConnectionSettings] | None = None
     notes: list[str] = field(default_factory=list)
 
     def factory(self) -> Callable[[], Any]:
@@ -148,11 +149,13 @@ class Pool(Strategy):
 
 class Psycopg2Pool(Strategy):
     """psycopg2's ``ThreadedConnectionPool``. It raises when exhausted instead of waiting, so a
-    semaphore of the pool's size makes borrowers wait, as any real application would have to."""
+    semaphore of the pool's size makes borrowers wait, as any real application would have to.
+    ``minconn = maxconn``: psycopg2 *closes* every returned connection beyond ``minconn``, so the
+    common ``ThreadedConnectionPool(1, n)`` reconnects all the time under concurrency."""
 
     def open(self) -> None:
         from psycopg2.pool import ThreadedConnectionPool
-        self._pool = ThreadedConnectionPool(1, self.pool_size, **self.settings.connect_kwargs())
+        self._pool = ThreadedConnectionPool(self.pool_size, self.pool_size, **self.settings.connect_kwargs())
         self._slots = threading.BoundedSemaphore(self.pool_size)
 
     @contextlib.contextmanager
@@ -220,13 +223,24 @@ class PgBouncerPerQuery(ConnectPerQuery):
             raise StrategyUnavailable("pgbouncer skipped: it needs the kit's LocalServer (pass server=...), "
                                       "not just connection settings.")
         self._bouncer = LocalPgBouncer(self.server)
-        bouncer_settings = self._bouncer.start()
-        self.settings = bouncer_settings.with_(user=self.settings.user, password=self.settings.password,
-                                               dbname=self.settings.dbname)
+        self._was_running = self._bouncer.status().running
+        # PgBouncer authenticates clients with scram-sha-256 whatever the role does on the server.
+        bouncer = self._bouncer.start().with_(dbname=self.settings.dbname,
+                                              application_name=self.settings.application_name)
+        # With added RTT the network sits between the application and PgBouncer (PgBouncer on the
+        # database host): each new client connection and each query cross it.
+        self.settings = self.route(bouncer) if self.route is not None else bouncer
         super().open()
+        try:  # a PgBouncer that cannot log in to the server is reported, not timed
+            self._factory().close()
+        except Exception as exc:  # noqa: BLE001 - any failure means: skip with the reason
+            self.close()
+            raise StrategyUnavailable(f"pgbouncer skipped: a test connection through it failed: "
+                                      f"{str(exc).splitlines()[0]}") from None
 
     def close(self) -> None:
-        self._bouncer.stop()
+        if not self._was_running:  # leave a PgBouncer that `pgfactory-kit up --pgbouncer` started
+            self._bouncer.stop()
 
 
 _CLASSES: dict[str, type[Strategy]] = {
@@ -236,9 +250,11 @@ _CLASSES: dict[str, type[Strategy]] = {
 
 
 def make_strategy(name: str, settings: ConnectionSettings, workload: Workload, pool_size: int,
-                  server: Any = None) -> Strategy:
-    """A new, unopened strategy called ``name``."""
+                  server: Any = None,
+                  route: Callable[[ConnectionSettings], ConnectionSettings] | None = None) -> Strategy:
+    """A new, unopened strategy called ``name``; ``route`` sends a strategy's own endpoints (PgBouncer)
+    through the same added network delay as the server."""
     if name not in _CLASSES:
         raise ValueError(f"unknown strategy {name!r}; choose from {', '.join(STRATEGIES)}")
     return _CLASSES[name](settings=settings, autocommit=workload.autocommit, pool_size=pool_size, name=name,
-                          server=server)
+                          server=server, route=route)

@@ -1,0 +1,188 @@
+"""``pgfactory-kit bench``: measure, summarise, plot and save, in one command.
+
+Writes into ``--out`` (default ``bench-results/``): results.csv, summary.csv, sessions.csv,
+machine.json, rtt_fit.csv, breakdown.csv and one PNG per figure; prints the summary table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import bench, plots
+from .bench_strategies import STRATEGIES
+from .settings import ConnectionSettings
+
+QUICK = dict(operations=100, warmup=10, repeats=2, threads=[1, 2, 4], rtt_ms=[0.0, 5.0, 10.0],
+             sweep_operations=60, rtt_operations=20, breakdown_samples=20)
+FULL = dict(operations=300, warmup=30, repeats=3, threads=[1, 2, 4, 8], rtt_ms=[0.0, 5.0, 10.0, 20.0],
+            sweep_operations=200, rtt_operations=40, breakdown_samples=40)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The bench subcommand's options."""
+    parser.add_argument("--quick", action="store_true",
+                        help="a short run (under a minute on 2 cores) that still gives a stable ratio")
+    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+                        help="folder for the CSV, JSON and PNG files (default: bench-results/)")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
+                        help="strategies to compare (default: all; unavailable ones are skipped with a note)")
+    parser.add_argument("--workload", choices=("select1", "select_all", "insert"), default="select1",
+                        help="what each operation does (default: select1)")
+    parser.add_argument("--operations", type=int, default=None,
+                        help="timed operations per strategy and repeat (default: 100 quick, 300 full)")
+    parser.add_argument("--repeats", type=int, default=None, help="repeats (default: 2 quick, 3 full)")
+    parser.add_argument("--warmup", type=int, default=None,
+                        help="untimed warm-up operations per strategy (default: 10 quick, 30 full)")
+    parser.add_argument("--threads", type=int, nargs="+", default=None,
+                        help="thread counts for the thread sweep (default: 1 2 4 quick, 1 2 4 8 full; one value "
+                             "skips the sweep)")
+    parser.add_argument("--rtt-ms", type=float, nargs="+", default=None,
+                        help="added round-trip times in ms for the network sweep (default: 0 5 10 quick, "
+                             "0 5 10 20 full; 0 alone skips it)")
+    parser.add_argument("--pool-size", type=int, default=4, help="max_size of the pools (default: 4)")
+    parser.add_argument("--auth", choices=bench.AUTH_METHODS, default=None,
+                        help="authentication method of the main run (kit's server only; default scram-sha-256)")
+    parser.add_argument("--transport", choices=bench.TRANSPORTS, default="tcp",
+                        help="transport of the main run (kit's server only for unix/tls; default tcp)")
+    parser.add_argument("--dsn", default=None,
+                        help="measure this server instead of the kit's own (no auth/transport choice, no "
+                             "connect-cost breakdown); PGFACTORY_DSN works too")
+    parser.add_argument("--no-breakdown", action="store_true", help="skip the connect-cost breakdown")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="the kit's server to measure (default: .pgfactory/data in the project)")
+    parser.add_argument("--port", type=int, default=None,
+                        help="its port (default: $PGFACTORY_PORT or 15432)")
+
+
+def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
+    """(settings, server): the DSN if given, else the kit's LocalServer, started if needed."""
+    if args.dsn:
+        return ConnectionSettings.from_dsn(args.dsn), None
+    from .server import LocalServer
+    server = LocalServer(data_dir=args.data_dir, port=args.port)
+    # start() also re-applies the lesson's roles; skip it when the server already runs.
+    settings = server.settings() if server.status().running else server.start()
+    print(f"Measuring the kit's PostgreSQL: {settings.masked_dsn()}")
+    return None, server
+
+
+def _write_figures(out: Path, figures: dict[str, Any]) -> list[Path]:
+    written = []
+    for name, fig in figures.items():
+        path = out / f"{name}.png"
+        fig.savefig(path, dpi=120)
+        written.append(path)
+    return written
+
+
+def _print_summary(summary: pd.DataFrame, sessions: pd.DataFrame) -> None:
+    table = summary[["strategy", "n", "median_ms", "p95_ms", "p99_ms", "ops_per_s", "ratio"]].copy()
+    table["95% CI"] = [f"{lo:.1f}–{hi:.1f}" for lo, hi in zip(summary["ratio_low"], summary["ratio_high"],
+                                                                 strict=True)]
+    counted = sessions.groupby("strategy", sort=False)[["operations", "sessions_opened"]].sum()
+    table["server sessions"] = [f"{int(counted.loc[s, 'sessions_opened'])} / {int(counted.loc[s, 'operations'])} ops"
+                                if s in counted.index else "" for s in table["strategy"]]
+    table = table.rename(columns={"ratio": "× reused"})
+    print(table.to_string(index=False, float_format=lambda v: f"{v:,.3f}" if v < 10 else f"{v:,.1f}"))
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the measurements, write every file into ``args.out``, print the summary."""
+    from tqdm.auto import tqdm
+
+    preset = QUICK if args.quick else FULL
+    operations = args.operations or preset["operations"]
+    warmup = args.warmup if args.warmup is not None else preset["warmup"]
+    # A smaller --operations also shrinks the sweeps, so a tiny run stays tiny.
+    sweep_ops = min(preset["sweep_operations"], operations)
+    rtt_ops = min(preset["rtt_operations"], operations)
+    repeats = args.repeats or preset["repeats"]
+    threads = sorted(set(args.threads or preset["threads"]))
+    rtts = sorted(set(args.rtt_ms if args.rtt_ms is not None else preset["rtt_ms"]))
+    settings, server = _target(args)
+    do_breakdown = server is not None and not args.no_breakdown
+    steps = 1 + (len(threads) if len(threads) > 1 else 0) + (len(rtts) if any(rtts) else 0) + int(do_breakdown)
+    common = dict(strategies=args.strategies, workload=args.workload, pool_size=args.pool_size, server=server,
+                  progress=False)
+    started = time.monotonic()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    runs: list[bench.BenchResult] = []
+    figures: dict[str, Any] = {}
+    with tqdm(total=steps, desc="pgfactory-kit bench", unit="run") as bar:
+        bar.set_postfix_str("main run")
+        main = bench.run_benchmark(settings, operations=operations, warmup=warmup, repeats=repeats,
+                                   threads=threads[0], auth=args.auth, transport=args.transport, **common)
+        runs.append(main)
+        bar.update(1)
+        machine = main.machine
+        summary = main.summary()
+        figures["latency_distribution"] = plots.latency_distribution(main.results, machine)
+        figures["speedup"] = plots.speedup(summary, machine)
+        figures["sessions_opened"] = plots.sessions_opened(main.sessions, machine)
+        if len(threads) > 1:
+            parts = []
+            for n in threads:
+                scenario = f"{n} thread{'s' if n > 1 else ''}"
+                bar.set_postfix_str(scenario)
+                parts.append(bench.run_benchmark(settings, threads=n, scenario=scenario,
+                                                 operations=sweep_ops, warmup=warmup,
+                                                 repeats=1, **common))
+                bar.update(1)
+            sweep = bench.combine(parts, threads=threads)
+            runs.append(sweep)
+            sweep_summary = sweep.summary()
+            figures["throughput_vs_threads"] = plots.throughput_vs_threads(sweep_summary, machine)
+            figures["p95_vs_threads"] = plots.p95_vs_threads(sweep_summary, machine)
+        fit = None
+        if any(rtts):
+            parts = []
+            for r in rtts:
+                bar.set_postfix_str(f"+{r:g} ms RTT")
+                parts.append(bench.run_benchmark(settings, rtt_ms=r, scenario=f"+{r:g} ms RTT",
+                                                 operations=rtt_ops, warmup=min(3, warmup), repeats=1,
+                                                 **common))
+                bar.update(1)
+            rtt_result = bench.combine(parts, added_rtt_ms=rtts)
+            runs.append(rtt_result)
+            fit = rtt_result.fit()
+            fit.to_csv(out / "rtt_fit.csv", index=False)
+            figures["cost_vs_rtt"] = plots.cost_vs_rtt(rtt_result.results, fit, rtt_result.machine)
+        breakdown = None
+        if do_breakdown:
+            bar.set_postfix_str("connect-cost breakdown")
+            breakdown = bench.connect_breakdown(server, samples=preset["breakdown_samples"])
+            breakdown.to_csv(out / "breakdown.csv", index=False)
+            figures["connect_breakdown"] = plots.connect_breakdown(breakdown, machine)
+            bar.update(1)
+    everything = bench.combine(runs)
+    everything.results.to_csv(out / "results.csv", index=False)
+    pd.concat([summary] + [r.summary() for r in runs[1:]], ignore_index=True).to_csv(out / "summary.csv",
+                                                                                    index=False)
+    everything.sessions.to_csv(out / "sessions.csv", index=False)
+    record = dict(machine, notes=everything.notes, threads_swept=threads if len(threads) > 1 else [],
+                  rtt_ms_swept=rtts if any(rtts) else [], quick=bool(args.quick),
+                  elapsed_s=round(time.monotonic() - started, 1))
+    if breakdown is not None:
+        record["connect_breakdown_medians_ms"] = breakdown.attrs.get("medians", {})
+    (out / "machine.json").write_text(json.dumps(record, indent=2, default=str) + "\n", encoding="utf-8")
+    pngs = _write_figures(out, figures)
+
+    print(f"\n{main.machine_line} · {args.workload} · {operations} ops × {repeats} repeats per strategy")
+    _print_summary(summary, main.sessions)
+    if fit is not None:
+        print("\nRound trips per operation (slope of time vs added RTT):")
+        for _, row in fit.iterrows():
+            print(f"  {row['strategy']:<18} {row['fixed_ms']:8.3f} ms + {row['round_trips']:4.1f} × RTT")
+    for note in everything.notes:
+        print(f"note: {note}")
+    if breakdown is not None:
+        for note in breakdown.attrs.get("notes", []):
+            print(f"note: {note}")
+    print(f"\nWrote {len(pngs)} figures and the CSV/JSON files to {out}/ in {record['elapsed_s']:.0f} s")
+    return 0

@@ -1,0 +1,278 @@
+"""Figures from bench results, one function per figure, each returning a matplotlib ``Figure``.
+
+Promises: no function calls ``plt.show()`` or needs a display (they work with the Agg backend);
+titles and axis labels carry units; when a ``machine`` dict is given, a line under the title says
+what the numbers were measured on; every strategy keeps the same colour and name in every figure.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
+
+from .machine import summary_line
+
+LABELS = {
+    "connect_per_query": "connect per query (the blog)",
+    "reused": "one reused connection",
+    "pool": "pgfactory_kit ConnectionPool",
+    "psycopg2_pool": "psycopg2 ThreadedConnectionPool",
+    "psycopg_pool": "psycopg_pool (psycopg 3)",
+    "pgbouncer": "connect per query via PgBouncer",
+}
+COLORS = {
+    "connect_per_query": "#d62728", "reused": "#2ca02c", "pool": "#1f77b4", "psycopg2_pool": "#9467bd",
+    "psycopg_pool": "#17becf", "pgbouncer": "#ff7f0e",
+}
+COMPONENT_COLORS = {
+    "TCP handshake": "#8c564b", "backend start + session set-up": "#7f7f7f", "TLS handshake": "#bcbd22",
+    "password authentication": "#d62728", "first query on the new connection": "#1f77b4",
+    "query on a reused connection": "#2ca02c",
+}
+WORKLOAD_TEXT = {"select1": "SELECT 1", "select_all": "SELECT * FROM mytable",
+                 "insert": "INSERT INTO mytable … + COMMIT"}
+
+
+def label(strategy: str) -> str:
+    """The learner-facing name of a strategy."""
+    return LABELS.get(strategy, strategy)
+
+
+def color(strategy: str) -> str:
+    return COLORS.get(strategy, "#333333")
+
+
+def _figure(title: str, machine: dict[str, Any] | None, size: tuple[float, float] = (9, 5)) -> tuple[Figure, Any]:
+    fig = Figure(figsize=size, layout="constrained")
+    ax = fig.add_subplot()
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    if machine:
+        ax.set_title(summary_line(machine), fontsize=8.5, color="#555555")
+    return fig, ax
+
+
+def _ms(value: float) -> str:
+    """A millisecond value with sensible precision (0.043, 1.25, 37.2, 1240)."""
+    if value >= 100:
+        return f"{value:,.0f}"
+    if value >= 10:
+        return f"{value:.1f}"
+    if value >= 1:
+        return f"{value:.2f}"
+    return f"{value:.3f}"
+
+
+def _one_scenario(frame: pd.DataFrame, scenario: str | None) -> tuple[pd.DataFrame, str | None]:
+    if "scenario" not in frame or frame["scenario"].nunique() <= 1:
+        return frame, scenario if scenario is not None else (frame["scenario"].iloc[0] if len(frame) else None)
+    chosen = scenario if scenario is not None else frame["scenario"].iloc[0]
+    return frame[frame["scenario"] == chosen], chosen
+
+
+def _workload_text(frame: pd.DataFrame) -> str:
+    if "workload" in frame and len(frame):
+        return WORKLOAD_TEXT.get(str(frame["workload"].iloc[0]), str(frame["workload"].iloc[0]))
+    return "one operation"
+
+
+def _strategy_order(frame: pd.DataFrame) -> list[str]:
+    return list(dict.fromkeys(frame["strategy"]))
+
+
+# --------------------------------------------------------------------------------- figures
+def latency_distribution(results: pd.DataFrame, machine: dict[str, Any] | None = None,
+                         scenario: str | None = None) -> Figure:
+    """Every measured operation's time, one row per strategy, on a log axis (box = middle half,
+    whiskers = 5th-95th percentile, dots = individual operations)."""
+    measured = results[results["phase"] == "measure"] if "phase" in results else results
+    measured, chosen = _one_scenario(measured, scenario)
+    order = _strategy_order(measured)[::-1]
+    fig, ax = _figure(f"How long one operation takes ({_workload_text(measured)}), by strategy", machine,
+                      (10, 1.2 + 0.9 * len(order)))
+    rng = np.random.default_rng(0)
+    data = [measured.loc[measured["strategy"] == s, "ns"].to_numpy() / 1e6 for s in order]
+    box = ax.boxplot(data, vert=False, whis=(5, 95), showfliers=False, widths=0.55, patch_artist=True,
+                     medianprops={"color": "black", "linewidth": 2})
+    for patch, strategy in zip(box["boxes"], order, strict=True):
+        patch.set_facecolor(color(strategy))
+        patch.set_alpha(0.35)
+    for i, (values, strategy) in enumerate(zip(data, order, strict=True), start=1):
+        shown = values if len(values) <= 1500 else rng.choice(values, 1500, replace=False)
+        ax.scatter(shown, i + rng.uniform(-0.18, 0.18, len(shown)), s=5, alpha=0.35, color=color(strategy),
+                   linewidths=0)
+        ax.annotate(f"median {_ms(float(np.median(values)))} ms", (float(np.max(values)), i),
+                    xytext=(6, 0), textcoords="offset points", va="center", fontsize=9)
+    ax.set_yticks(range(1, len(order) + 1), [label(s) for s in order])
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _ms(v)))
+    note = "box: the middle half of the operations · whiskers: 5th to 95th percentile · dots: single operations"
+    ax.set_xlabel("time per operation (milliseconds, log scale: each grid step is 10× slower)\n" + note,
+                  fontsize=9.5)
+    ax.grid(axis="x", which="major", alpha=0.4)
+    ax.margins(x=0.25)
+    if chosen and "scenario" in results and results["scenario"].nunique() > 1:
+        fig.text(0.01, 0.005, f"scenario: {chosen}", fontsize=8, color="#555555")
+    return fig
+
+
+def speedup(summary: pd.DataFrame, machine: dict[str, Any] | None = None, scenario: str | None = None) -> Figure:
+    """How many times slower than the baseline (one reused connection) each strategy is: the ratio of
+    medians, with its bootstrap 95% interval as an error bar."""
+    part, _ = _one_scenario(summary, scenario)
+    part = part.dropna(subset=["ratio"])
+    baseline = summary.attrs.get("baseline", "reused")
+    part = part.sort_values("ratio")
+    fig, ax = _figure(f"Time per operation compared with {label(baseline)} ({_workload_text(part)})", machine,
+                      (10, 1.6 + 0.75 * len(part)))
+    y = np.arange(len(part))
+    ratios = part["ratio"].to_numpy()
+    err = np.vstack([ratios - part["ratio_low"].to_numpy(), part["ratio_high"].to_numpy() - ratios])
+    ax.barh(y, ratios, color=[color(s) for s in part["strategy"]], alpha=0.8)
+    ax.errorbar(ratios, y, xerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=4, linewidth=1)
+    for yi, (_, row) in zip(y, part.iterrows(), strict=True):
+        ax.annotate(_ratio_text(row, baseline), (max(row["ratio_high"], row["ratio"]), yi), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=9)
+    ax.set_yticks(y, [label(s) for s in part["strategy"]])
+    top = float(np.nanmax(part[["ratio", "ratio_high"]].to_numpy()))
+    if top / max(float(ratios.min()), 1e-9) > 20:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
+        ax.set_xlim(0.3, top * 400)  # room on the right for the labels
+    else:
+        ax.set_xlim(0, top * 2.2)
+    ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xlabel(f"median time per operation ÷ median of {label(baseline)}  (lower is better)\n"
+                  "bars: ratio of medians · whiskers: its 95% bootstrap interval · dashed line: the baseline",
+                  fontsize=9.5)
+    return fig
+
+
+def _ratio_text(row: pd.Series, baseline: str) -> str:
+    median_text = f"median {_ms(row['median_ms'])} ms"
+    if row["strategy"] == baseline:
+        return f"the baseline  ({median_text})"
+    interval = f"95% CI {row['ratio_low']:.2g}–{row['ratio_high']:.2g}" if row["ratio"] < 10 else \
+        f"95% CI {row['ratio_low']:.0f}–{row['ratio_high']:.0f}"
+    if row["ratio"] >= 1.05:
+        how = f"{row['ratio']:.0f}× slower" if row["ratio"] >= 10 else f"{row['ratio']:.1f}× slower"
+    elif row["ratio"] <= 0.95:
+        how = f"{row['ratio']:.2f}× the time (faster)"
+    else:
+        how = "about the same"
+    return f"{how}  ({interval};  {median_text})"
+
+
+def _by_threads(summary: pd.DataFrame, column: str, title: str, ylabel: str, machine: dict[str, Any] | None,
+                log: bool) -> Figure:
+    fig, ax = _figure(title, machine, (11, 5))
+    for strategy in _strategy_order(summary):
+        part = summary[summary["strategy"] == strategy].sort_values("threads")
+        ax.plot(part["threads"], part[column], marker="o", color=color(strategy), label=label(strategy))
+    threads = sorted(summary["threads"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(threads, [str(t) for t in threads])
+    if log:
+        ax.set_yscale("log")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+    ax.set_xlabel("client threads running operations at the same time")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.4, which="both")
+    fig.legend(loc="outside right center", fontsize=9)
+    return fig
+
+
+def throughput_vs_threads(summary: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
+    """Operations per second (all threads together) against the number of client threads."""
+    return _by_threads(summary, "ops_per_s",
+                       f"Throughput as threads are added ({_workload_text(summary)}; higher is better)",
+                       "operations per second, all threads together (log scale)", machine, True)
+
+
+def p95_vs_threads(summary: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
+    """The 95th-percentile time per operation against the number of client threads."""
+    return _by_threads(summary, "p95_ms",
+                       f"Slowest 5% of operations as threads are added ({_workload_text(summary)}; lower is better)",
+                       "95th percentile time per operation (ms, log scale)", machine, True)
+
+
+def cost_vs_rtt(results: pd.DataFrame, fit: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
+    """Median time per operation at each added round-trip time, with the fitted line
+    ``fixed ms + round trips × RTT`` per strategy: the slope counts the round trips."""
+    measured = results[results["phase"] == "measure"] if "phase" in results else results
+    fig, ax = _figure(f"What network distance costs ({_workload_text(measured)})", machine, (10, 7))
+    rtts = np.array(sorted(measured["rtt_ms"].unique()), dtype=float)
+    xs = np.linspace(0, rtts.max() if len(rtts) else 1, 50)
+    for strategy in _strategy_order(measured):
+        part = measured[measured["strategy"] == strategy]
+        med = part.groupby("rtt_ms")["ns"].median() / 1e6
+        row = fit[fit["strategy"] == strategy]
+        text = label(strategy)
+        if len(row) and np.isfinite(row["round_trips"].iloc[0]):
+            fixed, trips = float(row["fixed_ms"].iloc[0]), float(row["round_trips"].iloc[0])
+            ax.plot(xs, fixed + trips * xs, color=color(strategy), linewidth=1.5, alpha=0.8)
+            text += f":  {_ms(fixed)} ms + {trips:.1f} round trips × RTT"
+        ax.plot(med.index, med.to_numpy(), "o", color=color(strategy), label=text, markersize=7)
+    ax.set_xlabel("round-trip time added between client and server (ms)")
+    ax.set_ylabel("median time per operation (ms)")
+    ax.set_xticks(rtts)
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.4)
+    fig.legend(fontsize=9, loc="outside lower center", ncols=2,
+               title="dots: measured median · lines: fitted  fixed cost + round trips × RTT", title_fontsize=9)
+    return fig
+
+
+def connect_breakdown(breakdown: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
+    """Where the milliseconds of a new connection go, one stacked bar per way of logging in."""
+    logins = list(dict.fromkeys(breakdown["login"]))[::-1]
+    components = [c for c in COMPONENT_COLORS if c in set(breakdown["component"])]
+    fig, ax = _figure("Where the time of a new connection goes (and what a reused one costs)", machine,
+                      (11, 2.6 + 0.75 * len(logins)))
+    left = np.zeros(len(logins))
+    totals = breakdown.groupby("login")["ms"].sum()
+    for component in components:
+        widths = np.array([breakdown.loc[(breakdown["login"] == lg) & (breakdown["component"] == component),
+                                         "ms"].sum() for lg in logins])
+        ax.barh(logins, widths, left=left, color=COMPONENT_COLORS[component], label=component, height=0.6)
+        for y, (w, start) in enumerate(zip(widths, left, strict=True)):
+            if w > 0.08 * totals.max():
+                ax.text(start + w / 2, y, _ms(w), ha="center", va="center", fontsize=8, color="white")
+        left += widths
+    for y, login in enumerate(logins):
+        ax.annotate(f"{_ms(totals[login])} ms", (left[y], y), xytext=(5, 0), textcoords="offset points",
+                    va="center", fontsize=9, fontweight="bold")
+    ax.set_xlabel("milliseconds (medians of measured logins; parts are differences of medians)")
+    ax.margins(x=0.12)
+    notes = breakdown.attrs.get("notes") or []
+    fig.legend(fontsize=9, loc="outside lower center", ncols=3,
+               title=("Note: " + " ".join(notes)) if notes else None, title_fontsize=8)
+    return fig
+
+
+def sessions_opened(sessions: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
+    """The server's own count of sessions each strategy opened (``pg_stat_database.sessions``), next
+    to the number of operations it ran."""
+    part = sessions.groupby("strategy", sort=False)[["operations", "sessions_opened", "backend_pids"]].sum()
+    fig, ax = _figure("Connections the SERVER opened, per strategy (pg_stat_database.sessions)", machine,
+                      (10, 1.6 + 0.75 * len(part)))
+    order = list(part.index)[::-1]
+    y = np.arange(len(order))
+    counts = part.loc[order, "sessions_opened"].to_numpy()
+    ax.barh(y, counts, color=[color(s) for s in order], alpha=0.85)
+    for yi, strategy in zip(y, order, strict=True):
+        ops = int(part.loc[strategy, "operations"])
+        opened = int(part.loc[strategy, "sessions_opened"])
+        ax.annotate(f"{opened:,} sessions for {ops:,} operations", (max(opened, 0), yi), xytext=(6, 0),
+                    textcoords="offset points", va="center", fontsize=9)
+    ax.set_yticks(y, [label(s) for s in order])
+    ax.set_xlabel("new server sessions (backend processes) opened during the run, as counted by the server")
+    ax.margins(x=0.45)
+    ax.set_xlim(left=0)
+    return fig
+
+
+FIGURES = ("latency_distribution", "speedup", "sessions_opened", "throughput_vs_threads", "p95_vs_threads",
+           "cost_vs_rtt", "connect_breakdown")
