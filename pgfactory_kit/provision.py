@@ -24,6 +24,7 @@ import secrets
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,8 +73,9 @@ class Budget:
             raise ProvisionError(
                 f"{learners} learners do not fit: {self.arithmetic()} connections, "
                 f"{self.available // learners} each, and each learner needs at least {MIN_LIMIT}. What to do: "
-                f"provision fewer learners, or raise max_connections to at least "
-                f"{self.max_connections - self.available + learners * RECOMMENDED_LIMIT} "
+                f"provision fewer learners, or raise max_connections to "
+                f"{self.max_connections - self.available + learners * RECOMMENDED_LIMIT} for the recommended "
+                f"{RECOMMENDED_LIMIT} each (at least {self.max_connections - self.available + learners * MIN_LIMIT}) "
                 "(ALTER SYSTEM SET max_connections = ...; restart; LocalServer(max_connections=...)).")
         return share
 
@@ -291,7 +293,8 @@ class _Admin:
 # ----------------------------------------------------------------------------- provision
 def provision(admin_settings: ConnectionSettings, learners: int, prefix: str = DEFAULT_PREFIX, *,
               connection_limit: int | None = None, out: str | os.PathLike[str] | None = None,
-              host: str | None = None, reset_passwords: bool = False) -> ProvisionResult:
+              host: str | None = None, reset_passwords: bool = False,
+              progress: Callable[[str], None] | None = None) -> ProvisionResult:
     """Create (or confirm) ``learners`` roles and databases; write the credentials file.
 
     Existing learners keep their password (read back from ``out``) unless ``reset_passwords``.
@@ -314,12 +317,15 @@ def provision(admin_settings: ConnectionSettings, learners: int, prefix: str = D
                             "(a server older than PostgreSQL 15?): learners could create tables there. "
                             "Fix: REVOKE CREATE ON SCHEMA public FROM PUBLIC in each shared database.")
         existing = admin.kit_roles(prefix)
-        done = [_ensure_learner(admin, name, prefix, limit, existing.get(name), known.get(name), reset_passwords)
-                for name in names]
-        for learner in done:
-            _ensure_database(admin, learner.name)
-        for learner in done:
-            _seed(admin_settings, learner.name)
+        done = []
+        for name in names:
+            learner = _ensure_learner(admin, name, prefix, limit, existing.get(name), known.get(name),
+                                      reset_passwords)
+            _ensure_database(admin, name)
+            _seed(admin_settings, name)
+            done.append(learner)
+            if progress is not None:
+                progress(f"{name}: {learner.status}")
         extra = [name for name in admin.kit_roles(prefix) if name not in names]
     finally:
         admin.close()
@@ -397,7 +403,8 @@ def _seed(admin_settings: ConnectionSettings, name: str) -> None:
 
 # ----------------------------------------------------------------------------- drop / check
 def drop(admin_settings: ConnectionSettings, prefix: str = DEFAULT_PREFIX, *,
-         out: str | os.PathLike[str] | None = None, wait_s: float = 10.0) -> list[str]:
+         out: str | os.PathLike[str] | None = None, wait_s: float = 10.0,
+         progress: Callable[[str], None] | None = None) -> list[str]:
     """End the sessions of this prefix's learners, drop their databases and roles and the
     credentials file. Touches only roles the kit marked. Returns the names dropped."""
     check_prefix(prefix)
@@ -412,6 +419,8 @@ def drop(admin_settings: ConnectionSettings, prefix: str = DEFAULT_PREFIX, *,
                 admin.rows(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
             admin.rows(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(name)))
             admin.rows(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+            if progress is not None:
+                progress(f"{name}: dropped")
     finally:
         admin.close()
     out_path = Path(out) if out is not None else default_credentials_file(prefix)
@@ -523,14 +532,15 @@ def run(args: argparse.Namespace) -> int:
         if args.check:
             _print_check(check(admin, args.prefix))
         elif args.drop:
-            dropped = drop(admin, args.prefix, out=args.out)
+            dropped = drop(admin, args.prefix, out=args.out, progress=_progress)
             print(f"Dropped {len(dropped)} learner(s) of prefix {args.prefix!r}"
                   + (f": {', '.join(dropped)}" if dropped else " (none existed)") + ".")
         else:
             if args.learners is None:
                 raise ProvisionError("say how many learners: --learners N (or --check / --drop)")
             _print_result(provision(admin, args.learners, args.prefix, connection_limit=args.connection_limit,
-                                    out=args.out, host=args.host, reset_passwords=args.reset_passwords))
+                                    out=args.out, host=args.host, reset_passwords=args.reset_passwords,
+                                    progress=_progress))
         return 0
     except (ProvisionError, KitConnectError, ValueError) as exc:
         print(f"pgfactory-kit provision: {scrub(str(exc), admin.password if admin else None)}", file=sys.stderr)
@@ -540,6 +550,10 @@ def run(args: argparse.Namespace) -> int:
         print(f"pgfactory-kit provision: the server refused a step: {text}\nWhat to do: fix the cause above and "
               "rerun; provisioning is idempotent.", file=sys.stderr)
         return 1
+
+
+def _progress(step: str) -> None:
+    print(f"  {step}", file=sys.stderr, flush=True)
 
 
 def _print_result(result: ProvisionResult) -> None:
