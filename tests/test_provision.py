@@ -361,3 +361,21 @@ def test_cli_without_a_kit_server_says_to_run_up_or_pass_a_dsn(tmp_path, monkeyp
     result = cli(capfd, "provision", "--check", "--data-dir", str(tmp_path / "nothing"))
     assert result.returncode == 1
     assert "pgfactory-kit up" in result.stderr and "--dsn" in result.stderr
+
+
+def test_an_admin_that_is_not_a_superuser_is_told_what_is_needed(server, admin_conn, tmp_path):
+    password = "Pw-NOTSUPER-4r7t"
+    with admin_conn.cursor() as cur:
+        cur.execute("CREATE ROLE pvnotsuper LOGIN CREATEROLE CREATEDB PASSWORD %s", (password,))
+    try:
+        weak = server.admin_settings().with_(user="pvnotsuper", password=password)
+        for action in (lambda: provision(weak, 1, "pvweak", out=tmp_path / "c.csv"),
+                       lambda: drop(weak, "pvweak"), lambda: check(weak, "pvweak")):
+            with pytest.raises(ProvisionError) as info:
+                action()
+            assert "is not a superuser" in str(info.value) and "--dsn" in str(info.value)
+            assert password not in str(info.value)
+        assert fetch(server.admin_settings(), "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'pvweak%%'") == [(0,)]
+    finally:
+        with admin_conn.cursor() as cur:
+            cur.execute("DROP ROLE pvnotsuper")
