@@ -1,6 +1,8 @@
 """Benchmark: pgfactory_kit.ConnectionPool side by side with psycopg2's and psycopg_pool's pools.
 
-Run:  .venv/bin/python benchmarks/bench_pool.py [--repeats 7] [--no-write]
+Run:  .venv/bin/python benchmarks/bench_pool.py [--repeats 7] [--rounds 300] [--no-write] [--kit-server]
+
+A private temporary LocalServer is started (and destroyed) unless --kit-server is given.
 
 Three scenarios, each measured interleaved (the contenders alternate within every repeat, in
 alternating order, so machine drift hits all alike); the table shows medians over repeats and
@@ -17,8 +19,10 @@ import datetime as dt
 import os
 import platform
 import re
+import socket
 import statistics
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -214,6 +218,12 @@ def scenario_threads(settings, repeats: int, per_thread: int) -> tuple[dict, dic
     return res, errors
 
 
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def machine(settings) -> str:
     conn = psycopg2.connect(**settings.connect_kwargs())
     with conn.cursor() as cur:
@@ -228,7 +238,7 @@ def machine(settings) -> str:
     except ImportError:
         versions.append("psycopg_pool not installed")
     return (f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
-            f"PostgreSQL {version} (LocalServer) over TCP {settings.host}:{settings.port}, scram-sha-256, "
+            f"PostgreSQL {version} (a private LocalServer) over TCP {settings.host}:{settings.port}, scram-sha-256, "
             f"no added RTT; {', '.join(versions)}")
 
 
@@ -245,13 +255,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--queries", type=int, default=20, help="queries per round in scenario 2")
     parser.add_argument("--per-thread", type=int, default=300, help="queries per thread in scenario 3")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    parser.add_argument("--kit-server", action="store_true",
+                        help="use the kit's default server instead of a private temporary LocalServer")
     args = parser.parse_args(argv)
 
-    settings = LocalServer().start()
+    if args.kit_server:
+        server, scratch = LocalServer(), None
+    else:  # a private server: nobody else's restarts or terminations land in the measurement
+        scratch = tempfile.TemporaryDirectory(prefix="bench_pool_")
+        server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
+    settings = server.start()
     print(f"server: {settings.masked_dsn()}", flush=True)
-    one = scenario_checkout(settings, args.rounds, args.cycles)
-    two = scenario_select(settings, args.rounds, args.queries)
-    three, errors = scenario_threads(settings, args.repeats, args.per_thread)
+    try:
+        one = scenario_checkout(settings, args.rounds, args.cycles)
+        two = scenario_select(settings, args.rounds, args.queries)
+        three, errors = scenario_threads(settings, args.repeats, args.per_thread)
+        machine_text = machine(settings)
+    finally:
+        if scratch is not None:
+            server.destroy()
+            scratch.cleanup()
 
     r1 = med(one["kit"]) / med(one["tcp"])
     r2 = med(two["kit"]) / med(two["held"])
@@ -283,8 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     print(table)
     print(notes)
     if not args.no_write:
-        command = "python benchmarks/bench_pool.py " + " ".join(sys.argv[1:] if argv is None else argv)
-        write_section(table, notes, command.strip(), machine(settings), args)
+        command = ".venv/bin/python benchmarks/bench_pool.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        write_section(table, notes, command.strip(), machine_text, args)
         print(f"updated the Pool section of {RESULTS}")
     return 0
 

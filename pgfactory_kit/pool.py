@@ -491,6 +491,8 @@ class ConnectionPool:
                         return
                 try:
                     conn = self._open()
+                except PoolClosed:
+                    return
                 except Exception as exc:  # noqa: BLE001 - counted in stats; waiters see it in PoolTimeout
                     logger.warning("pool %r: could not open a connection (attempt %d): %s",
                                    self.name, attempt + 1, exc)

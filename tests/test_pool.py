@@ -469,3 +469,21 @@ def test_putconn_of_something_else_raises_type_error(factory):
             pool.putconn("not a connection")
         with pool.connection(timeout=5):
             pass
+
+
+def test_failed_connect_reaches_the_caller_and_frees_its_slot(settings):
+    real = make_factory(settings)
+    failures = [True]
+
+    def flaky():
+        if failures and failures.pop():
+            raise psycopg2.OperationalError("server not reachable (simulated)")
+        return real()
+
+    with ConnectionPool(flaky, min_size=0, max_size=1) as pool:
+        with pytest.raises(psycopg2.OperationalError, match="simulated"):
+            pool.getconn(timeout=1)
+        stats = pool.stats()
+        assert stats["connections_errors"] == 1 and stats["pool_size"] == 0
+        with pool.connection(timeout=5) as conn:
+            assert not conn.closed
