@@ -417,6 +417,7 @@ class LabNotebook:
         self.lab = lab
         self.notebook = notebook  # the served copy: JupyterLab saves into it
         self.notes: list[str] = []
+        page.on("pageerror", lambda error: self.notes.append(f"JavaScript error in the page: {error}"))
 
     def open(self, timeout_s: float = 60) -> None:
         """Open the notebook in a workspace of its own and wait for its kernel to be idle."""
@@ -509,7 +510,8 @@ class LabNotebook:
         return NotebookRun(self.notebook.name, cells, finished, seconds, self.kernel_name(), self.notes)
 
     def screenshot(self, path: Path, run: NotebookRun) -> Path:
-        """The learner's view: scrolled to the first error if any, else to the last plot, else the top."""
+        """The learner's view: scrolled to the first error if any, else to the last plot, else where
+        Run All left it (the end of the notebook)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         panel = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
         errors = [c.index for c in run.cells if c.tracebacks and not c.may_raise]
@@ -525,3 +527,25 @@ class LabNotebook:
         self.page.wait_for_timeout(200)
         self.page.screenshot(path=str(path))
         return path
+
+
+def write_probe_notebook(path: Path) -> Path:
+    """A notebook that shows everything the checks must tell apart: a warning on stderr (fine), a
+    plot, an error in a cell tagged ``raises-exception`` (fine), an error in an untagged cell (not
+    fine) and a cell that Run All therefore never reaches."""
+    import nbformat
+    from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+    meant = new_code_cell("raise ValueError('shown on purpose')")
+    meant.metadata["tags"] = ["raises-exception"]
+    notebook = new_notebook(cells=[
+        new_markdown_cell("# Probe"),
+        new_code_cell("import warnings\nwarnings.warn('a warning is not an error')"),
+        new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2, 3], [1, 4, 9])\n"
+                      "plt.show()"),
+        meant,
+        new_code_cell("1 / 0"),
+        new_code_cell("never_reached = True"),
+    ], metadata={"kernelspec": {"name": KERNEL_NAME, "display_name": KERNEL_DISPLAY_NAME, "language": "python"}})
+    nbformat.write(notebook, path)
+    return path

@@ -30,6 +30,7 @@ from tests.browser_support import (
     launch_chromium,
     makes_plots,
     notebook_sequence,
+    write_probe_notebook,
 )
 from tests.conftest import free_port
 
@@ -128,3 +129,23 @@ def test_run_all_cells_in_jupyterlab_shows_no_error_and_draws_the_plots(
         assert run.images > 0, (f"the notebook's code draws figures but no image output rendered "
                                 f"{_explain(run)} See {screenshot}.")
     _keep_for_readme(notebook, screenshot, run)
+
+
+def test_the_checks_tell_errors_from_warnings_and_see_plots(lab: JupyterLab, browser, tmp_path: Path) -> None:
+    """Guards the test above against passing blind (e.g. a JupyterLab whose DOM changed): a probe
+    notebook with one of everything must be judged exactly right."""
+    probe = write_probe_notebook(lab.root_dir / "probe_for_the_browser_test.ipynb")
+    page = browser.new_page()
+    try:
+        run = LabNotebook(page, lab, probe).run(timeout_s=RUN_TIMEOUT_S)
+    finally:
+        page.close()
+        lab.shutdown_kernels()
+    warning, plot, meant, error, after = run.cells
+    assert run.finished
+    assert warning.executed and not warning.tracebacks and not warning.saved_errors
+    assert plot.images == 1 and run.images == 1
+    assert meant.tracebacks and meant.saved_errors == ["ValueError: shown on purpose"]
+    assert error.tracebacks and error.saved_errors == ["ZeroDivisionError: division by zero"]
+    assert run.unexpected_errors() == ["code cell 4 ('1 / 0'): ZeroDivisionError: division by zero"]
+    assert run.not_executed() == [after]
