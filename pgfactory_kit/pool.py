@@ -5,9 +5,10 @@ What it promises (docs/pool.md says why):
 - connections are opened outside the pool's lock; the lock is only held for list operations;
 - a returned connection is reset (open or failed transaction rolled back, optional ``reset``
   callback); a closed, broken, foreign or twice-returned connection is never handed out again;
-- a connection idle for ``check_after`` seconds or more is checked (``SELECT 1``) at checkout and
-  silently replaced if the server has dropped it; a more recently used one is handed out with
-  no syscall and no round trip;
+- stale connections are caught at checkout and silently replaced: one idle for ``check_after``
+  seconds or more gets a ``SELECT 1``; a more recent one gets a zero-timeout ``poll()`` of its
+  socket (no round trip: a readable idle socket means the server spoke, usually to say goodbye);
+  one returned less than TRUST_WINDOW (10 ms) ago is handed out with no syscall at all;
 - ``max_lifetime`` / ``max_idle`` (each with jitter) retire connections;
 - a connection a borrower drops without returning is noticed by a weak reference when it is
   garbage collected: the slot is reclaimed with a warning (its socket is closed by psycopg2);
@@ -33,7 +34,7 @@ import psycopg2.extensions
 
 from . import pool_fork
 from .pool_errors import PoolClosed, PoolTimeout
-from .pool_health import close_quietly, usable
+from .pool_health import close_quietly, make_poller, spoken_to, usable
 
 __all__ = ["ConnectionPool", "PoolTimeout", "PoolClosed"]
 
@@ -43,6 +44,10 @@ logger = logging.getLogger(__name__)
 _IDLE_TX = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 _UNKNOWN_TX = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
 _NAMES = itertools.count(1)
+# A connection returned less than this many seconds ago is handed out with no check at all (no
+# syscall): the hot path of a busy pool. The chance that the server dropped it in between is tiny,
+# and that failure looks like any connection lost mid-query.
+TRUST_WINDOW = 0.01
 _COUNTERS = ("requests_num", "requests_queued", "requests_wait_ms", "requests_errors", "connections_num",
              "connections_ms", "connections_errors", "connections_lost", "returns_bad")
 # A connection's life in the pool.
@@ -52,16 +57,18 @@ _IDLE, _BORROWED, _RETURNING, _GONE = range(4)
 class _Record:
     """What the pool knows about one of its connections."""
 
-    __slots__ = ("ref", "hold", "fd", "state", "last_used", "check_at", "expires", "max_idle", "__weakref__")
+    __slots__ = ("ref", "hold", "fd", "poller", "state", "last_used", "check_at", "expires", "max_idle",
+                 "__weakref__")
 
     def __init__(self, conn: Connection, pool: ConnectionPool, now: float) -> None:
         self.ref = weakref.ref(conn, _on_collected(weakref.ref(pool), self))
         self.hold: Connection | None = None  # the pool's strong reference, only while idle
         self.fd = conn.fileno()
+        self.poller = make_poller(conn)
         self.state = _BORROWED
         self.last_used = now
         self.expires = now + pool.max_lifetime * random.uniform(0.9, 1.0)
-        self.check_at = min(now + pool.check_after, self.expires)  # handed out unchecked until then
+        self.check_at = min(now + pool._trust, self.expires)  # handed out unchecked until then
         self.max_idle = pool.max_idle * random.uniform(0.9, 1.0)
 
 
@@ -144,6 +151,7 @@ class ConnectionPool:
         self.name = name or f"pool-{next(_NAMES)}"
         self.min_size, self.max_size, self.timeout = min_size, max_size, timeout
         self.max_lifetime, self.max_idle, self.check_after = max_lifetime, max_idle, check_after
+        self._trust = min(TRUST_WINDOW, check_after)  # returned this recently: handed out unchecked
         self._factory, self._reset = factory, reset
         self._plain_returns = reset is None  # returns need no callback (and the pool is open)
         self._init_state()
@@ -219,7 +227,7 @@ class ConnectionPool:
             elif plain and self._plain_returns and now < rec.expires:
                 # The hot path: nothing to reset; inlined _give() (this runs on every return).
                 rec.last_used = now
-                check_at = now + self.check_after
+                check_at = now + self._trust
                 rec.check_at = check_at if check_at < rec.expires else rec.expires
                 if self._waiting:
                     self._waiting.popleft().wake(conn)
@@ -345,7 +353,8 @@ class ConnectionPool:
         if now >= rec.expires:
             self._discard(conn, rec)
             return False
-        if now - rec.last_used >= self.check_after and not usable(conn):
+        idle_for = now - rec.last_used
+        if (idle_for >= self.check_after or spoken_to(rec.poller)) and not usable(conn):
             with self._lock:
                 self._connections_lost += 1
             logger.info("pool %r: replaced a connection the server had closed", self.name)
@@ -392,7 +401,7 @@ class ConnectionPool:
         with self._lock:
             if not self._closed:
                 rec.last_used = now = monotonic()
-                rec.check_at = min(now + self.check_after, rec.expires)
+                rec.check_at = min(now + self._trust, rec.expires)
                 conn = self._give(conn, rec, now)
             else:
                 self._records.pop(id(conn), None)
@@ -467,7 +476,7 @@ class ConnectionPool:
                 retired = conn
             else:
                 rec.last_used = now = monotonic()
-                rec.check_at = min(now + self.check_after, rec.expires)
+                rec.check_at = min(now + self._trust, rec.expires)
                 retired = self._give(conn, rec, now)
         if retired is not None:
             close_quietly(retired)

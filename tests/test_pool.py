@@ -10,6 +10,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit import ConnectionPool, KitConnection, PoolClosed, PoolTimeout, make_factory
+from pgfactory_kit.pool import TRUST_WINDOW
 
 STATS_KEYS = {"pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num",
               "requests_queued", "requests_wait_ms", "requests_errors", "connections_num", "connections_ms",
@@ -257,6 +258,19 @@ def test_recently_used_connection_is_handed_out_without_a_round_trip(settings):
         assert conn.counters()["round_trips"] == before
 
 
+def test_connection_idle_within_check_after_is_polled_without_a_round_trip(settings):
+    factory = make_factory(settings, connection_factory=KitConnection)
+    with ConnectionPool(factory, max_size=1, check_after=60) as pool:
+        with pool.connection() as conn:
+            before = conn.counters()["round_trips"]
+        for _ in range(3):
+            time.sleep(TRUST_WINDOW * 2)  # past the no-syscall window: the socket is polled
+            with pool.connection() as again:
+                assert again is conn
+        assert conn.counters()["round_trips"] == before
+        assert pool.stats()["connections_lost"] == 0
+
+
 def test_connection_idle_past_check_after_gets_one_check_round_trip(settings):
     factory = make_factory(settings, connection_factory=KitConnection)
     with ConnectionPool(factory, max_size=1, check_after=0) as pool:
@@ -268,13 +282,14 @@ def test_connection_idle_past_check_after_gets_one_check_round_trip(settings):
 
 
 def test_connection_terminated_while_idle_is_replaced_without_error(factory, admin_conn):
-    with ConnectionPool(factory, max_size=2, check_after=0.05) as pool:
+    # Default check_after (1 s): caught by the readable socket, not by a SELECT 1 on every checkout.
+    with ConnectionPool(factory, max_size=2) as pool:
         with pool.connection() as conn:
             pid = backend_pid(conn)
         with admin_conn.cursor() as cur:
             cur.execute("SELECT pg_terminate_backend(%s)", (pid,))
         wait_for(lambda: backend_count(admin_conn, "pid = %s", (pid,)) == 0, what="the backend to exit")
-        time.sleep(0.06)  # past check_after: the connection is checked at checkout
+        time.sleep(TRUST_WINDOW * 2)  # a connection returned less than TRUST_WINDOW ago is not even polled
         with pool.connection() as conn:
             assert backend_pid(conn) != pid
         assert pool.stats()["connections_lost"] == 1
