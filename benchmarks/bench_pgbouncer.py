@@ -76,10 +76,6 @@ def interleaved(contenders: dict[str, Callable[[], None]], repeats: int, n: int)
     return out
 
 
-def server_connections(bouncer: LocalPgBouncer) -> int:
-    return sum(1 for s in bouncer.show("servers") if s["database"] == "mydatabase")
-
-
 def backends_started(admin: ConnectionSettings) -> int:
     """Sessions the server has started for mydatabase so far (pg_stat_database.sessions)."""
     conn = psycopg2.connect(**admin.connect_kwargs())
@@ -100,7 +96,8 @@ def machine(settings: ConnectionSettings, bouncer: LocalPgBouncer) -> str:
     return (f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
             f"PostgreSQL {version} (LocalServer), {bouncer.status().version} (LocalPgBouncer, transaction "
             f"pooling, pool size {bouncer.pool_size}); TCP on 127.0.0.1, scram-sha-256 everywhere, no added RTT; "
-            f"psycopg2 {psycopg2.__version__.split()[0]} (libpq {psycopg2.__libpq_version__})")
+            f"psycopg2 {psycopg2.__version__.split()[0]} (libpq {psycopg2.__libpq_version__}); "
+            f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +132,6 @@ def main(argv: list[str] | None = None) -> int:
                 timed(op, 20)
                 sessions[name] = backends_started(admin) - before
             results = interleaved(contenders, args.repeats, args.connects)
-            servers_after = server_connections(bouncer)
             info = machine(direct, bouncer)
         finally:
             bouncer.destroy()
@@ -152,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     table = ("| connect + SELECT 1 + close | ms/op (median) | speed-up vs direct | new server backends per 20 ops |\n"
              "|---|---|---|---|\n" + "\n".join(f"| {label} | {ms:.3f} | {ratio:.2f}x | {backends} |"
                                                for label, ms, ratio, backends in rows))
-    notes = (f"Server connections PgBouncer held at the end: {servers_after}. Per-repeat ms/op: "
+    notes = ("Per-repeat ms/op: "
              + "; ".join(f"{name}: {', '.join(f'{v:.3f}' for v in values)}" for name, values in results.items())
              + ".")
     print(table)
