@@ -33,6 +33,7 @@ from .bench_strategies import (
     make_strategy,
     make_workload,
 )
+from .errors import explain_connect_error
 from .machine import machine_summary, server_version, summary_line
 from .settings import ConnectionSettings
 
@@ -157,7 +158,11 @@ class _Monitor:
     """A side connection (never timed) that reads the server's session counter."""
 
     def __init__(self, owner: ConnectionSettings) -> None:
-        self.conn = psycopg2.connect(**owner.with_(application_name="pgfactory_kit_bench_monitor").connect_kwargs())
+        try:
+            self.conn = psycopg2.connect(
+                **owner.with_(application_name="pgfactory_kit_bench_monitor").connect_kwargs())
+        except psycopg2.OperationalError as exc:
+            raise explain_connect_error(exc, owner) from None
         self.conn.autocommit = True
         self.version = server_version(self.conn)
 

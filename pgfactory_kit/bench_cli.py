@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import psycopg2
 
 from . import bench, plots
 from .bench_strategies import STRATEGIES
@@ -92,7 +94,16 @@ def _print_summary(summary: pd.DataFrame, sessions: pd.DataFrame) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the measurements, write every file into ``args.out``, print the summary."""
+    """Run the measurements, write every file into ``args.out``, print the summary.
+    A server that cannot be reached gives a message saying what to do (exit code 1), not a traceback."""
+    try:
+        return _run(args)
+    except psycopg2.OperationalError as exc:
+        print(f"pgfactory-kit bench: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     preset = QUICK if args.quick else FULL

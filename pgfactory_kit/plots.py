@@ -94,8 +94,12 @@ def latency_distribution(results: pd.DataFrame, machine: dict[str, Any] | None =
                       (10, 1.2 + 0.9 * len(order)))
     rng = np.random.default_rng(0)
     data = [measured.loc[measured["strategy"] == s, "ns"].to_numpy() / 1e6 for s in order]
-    box = ax.boxplot(data, vert=False, whis=(5, 95), showfliers=False, widths=0.55, patch_artist=True,
-                     medianprops={"color": "black", "linewidth": 2})
+    style = dict(whis=(5, 95), showfliers=False, widths=0.55, patch_artist=True,
+                 medianprops={"color": "black", "linewidth": 2})
+    try:
+        box = ax.boxplot(data, orientation="horizontal", **style)
+    except TypeError:  # matplotlib < 3.10
+        box = ax.boxplot(data, vert=False, **style)
     for patch, strategy in zip(box["boxes"], order, strict=True):
         patch.set_facecolor(color(strategy))
         patch.set_alpha(0.35)
@@ -265,8 +269,8 @@ def sessions_opened(sessions: pd.DataFrame, machine: dict[str, Any] | None = Non
     for yi, strategy in zip(y, order, strict=True):
         ops = int(part.loc[strategy, "operations"])
         opened = int(part.loc[strategy, "sessions_opened"])
-        ax.annotate(f"{opened:,} sessions for {ops:,} operations", (max(opened, 0), yi), xytext=(6, 0),
-                    textcoords="offset points", va="center", fontsize=9)
+        text = f"{opened:,} session{'' if opened == 1 else 's'} for {ops:,} operations"
+        ax.annotate(text, (max(opened, 0), yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=9)
     ax.set_yticks(y, [label(s) for s in order])
     ax.set_xlabel("new server sessions (backend processes) opened during the run, as counted by the server")
     ax.margins(x=0.45)
