@@ -325,7 +325,7 @@ class CodeCell:
     prompt: str = ""
     tracebacks: list[str] = field(default_factory=list)
     images: int = 0
-    saved_errors: list[str] = field(default_factory=list)
+    saved_errors: list[str] | None = None  # from the saved file; None when it could not be saved
 
     @property
     def executed(self) -> bool:
@@ -366,13 +366,19 @@ class NotebookRun:
         return sum(cell.images for cell in self.cells)
 
     def unexpected_errors(self) -> list[str]:
-        """Errors shown in cells that are not tagged to raise, with the cell and the error."""
+        """What a learner would take for an error, in cells not meant to raise: the cell raised, or
+        it printed a traceback on stderr (e.g. a logged exception) though it did not raise."""
         found = []
         for cell in self.cells:
             if cell.may_raise:
                 continue
-            shown = cell.saved_errors or [_last_line(text) for text in cell.tracebacks]
-            found.extend(f"{cell.where()}: {error}" for error in shown)
+            raised = cell.saved_errors if cell.saved_errors is not None else [
+                _last_line(text) for text in cell.tracebacks]
+            found.extend(f"{cell.where()} raised {error}" for error in raised)
+            logged = [text for text in cell.tracebacks if not any(_last_line(text).startswith(e) for e in raised)]
+            if cell.saved_errors is not None and logged:
+                found.append(f"{cell.where()} printed a traceback on stderr without raising, ending "
+                             f"{_last_line(logged[0])!r}")
         return found
 
     def not_executed(self) -> list[CodeCell]:
@@ -531,8 +537,8 @@ class LabNotebook:
 
 def write_probe_notebook(path: Path) -> Path:
     """A notebook that shows everything the checks must tell apart: a warning on stderr (fine), a
-    plot, an error in a cell tagged ``raises-exception`` (fine), an error in an untagged cell (not
-    fine) and a cell that Run All therefore never reaches."""
+    plot, a traceback logged on stderr (not fine), an error in a cell tagged ``raises-exception``
+    (fine), an error in an untagged cell (not fine) and a cell that Run All therefore never reaches."""
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
@@ -543,6 +549,7 @@ def write_probe_notebook(path: Path) -> Path:
         new_code_cell("import warnings\nwarnings.warn('a warning is not an error')"),
         new_code_cell("import matplotlib.pyplot as plt\nfig, ax = plt.subplots()\nax.plot([1, 2, 3], [1, 4, 9])\n"
                       "plt.show()"),
+        new_code_cell("import traceback\ntry:\n    {}['missing']\nexcept KeyError:\n    traceback.print_exc()"),
         meant,
         new_code_cell("1 / 0"),
         new_code_cell("never_reached = True"),

@@ -141,11 +141,15 @@ def test_the_checks_tell_errors_from_warnings_and_see_plots(lab: JupyterLab, bro
     finally:
         page.close()
         lab.shutdown_kernels()
-    warning, plot, meant, error, after = run.cells
+    warning, plot, logged, meant, error, after = run.cells
     assert run.finished
-    assert warning.executed and not warning.tracebacks and not warning.saved_errors
+    assert warning.executed and not warning.tracebacks and warning.saved_errors == []
     assert plot.images == 1 and run.images == 1
+    assert logged.executed and logged.tracebacks and logged.saved_errors == []
     assert meant.tracebacks and meant.saved_errors == ["ValueError: shown on purpose"]
     assert error.tracebacks and error.saved_errors == ["ZeroDivisionError: division by zero"]
-    assert run.unexpected_errors() == ["code cell 4 ('1 / 0'): ZeroDivisionError: division by zero"]
+    assert run.unexpected_errors() == [
+        "code cell 3 ('import traceback') printed a traceback on stderr without raising, "
+        "ending \"KeyError: 'missing'\"",
+        "code cell 5 ('1 / 0') raised ZeroDivisionError: division by zero"]
     assert run.not_executed() == [after]
