@@ -136,17 +136,25 @@ def speedup(summary: pd.DataFrame, machine: dict[str, Any] | None = None, scenar
     err = np.vstack([ratios - part["ratio_low"].to_numpy(), part["ratio_high"].to_numpy() - ratios])
     ax.barh(y, ratios, color=[color(s) for s in part["strategy"]], alpha=0.8)
     ax.errorbar(ratios, y, xerr=np.clip(err, 0, None), fmt="none", ecolor="black", capsize=4, linewidth=1)
-    for yi, (_, row) in zip(y, part.iterrows(), strict=True):
-        ax.annotate(_ratio_text(row, baseline), (max(row["ratio_high"], row["ratio"]), yi), xytext=(6, 0),
-                    textcoords="offset points", va="center", fontsize=9)
     ax.set_yticks(y, [label(s) for s in part["strategy"]])
     top = float(np.nanmax(part[["ratio", "ratio_high"]].to_numpy()))
-    if top / max(float(ratios.min()), 1e-9) > 20:
+    log = top / max(float(ratios.min()), 1e-9) > 20
+    if log:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}×"))
-        ax.set_xlim(0.3, top * 400)  # room on the right for the labels
+        left, right = 0.3, top * 3
+        share = np.log(ratios / left) / np.log(right / left)
     else:
-        ax.set_xlim(0, top * 2.2)
+        left, right = 0.0, top * 2.6
+        share = ratios / right
+    ax.set_xlim(left, right)
+    for yi, (_, row), wide in zip(y, part.iterrows(), share > 0.55, strict=True):
+        if wide:  # long bar: the label goes inside it, so it never runs off the figure
+            ax.annotate(_ratio_text(row, baseline), (left, yi), xytext=(8, 0), textcoords="offset points",
+                        va="center", fontsize=9.5, color="white", fontweight="bold")
+        else:
+            ax.annotate(_ratio_text(row, baseline), (max(row["ratio_high"], row["ratio"]), yi), xytext=(6, 0),
+                        textcoords="offset points", va="center", fontsize=9)
     ax.axvline(1.0, color="black", linewidth=0.8, linestyle="--")
     ax.set_xlabel(f"median time per operation ÷ median of {label(baseline)}  (lower is better)\n"
                   "bars: ratio of medians · whiskers: its 95% bootstrap interval · dashed line: the baseline",
