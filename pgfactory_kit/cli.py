@@ -28,7 +28,7 @@ def _server(args: argparse.Namespace) -> LocalServer:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .compose import compose_pgbouncer_settings, docker_instead_of, forget_kit_env_file
+    from .compose import answers, compose_pgbouncer_settings, docker_instead_of, forget_kit_env_file
     server = _server(args)
     docker = docker_instead_of(server, chosen=(args.port, args.data_dir, args.bin_dir))
     if docker is not None:
@@ -39,7 +39,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"Removed {stale} (it pointed at the kit's own server, which would win over .env).")
         if getattr(args, "pgbouncer", False):
             bouncer = compose_pgbouncer_settings()
-            print(f"PgBouncer: the compose service `pgbouncer` at {bouncer.masked_dsn()} (transaction pooling)")
+            state = "transaction pooling" if answers(bouncer) else "not answering: check `docker compose ps`"
+            print(f"PgBouncer: the compose service `pgbouncer` at {bouncer.masked_dsn()} ({state})")
         return 0
     print(f"Starting the kit's PostgreSQL in {server.data_dir} …", flush=True)
     settings = server.start()

@@ -41,18 +41,23 @@ def compose_pgbouncer_settings(environ: Mapping[str, str] | None = None) -> Conn
     return ConnectionSettings.from_compose_env(env_file).with_(port=port)
 
 
-def docker_database(environ: Mapping[str, str] | None = None) -> ConnectionSettings | None:
-    """The ``.env`` database's settings when it answers and accepts those credentials, else None."""
-    settings = compose_settings(environ)
-    if settings is None or settings.password is None:
-        return None
+def answers(settings: ConnectionSettings) -> bool:
+    """Whether a server at ``settings`` accepts a connection with those credentials (a few seconds at most)."""
+    if settings.password is None:
+        return False
     probe = settings.with_(connect_timeout=PROBE_TIMEOUT_S, application_name="pgfactory_kit_probe")
     try:
         conn = psycopg2.connect(**probe.connect_kwargs())
     except (OSError, psycopg2.Error):
-        return None
+        return False
     conn.close()
-    return settings
+    return True
+
+
+def docker_database(environ: Mapping[str, str] | None = None) -> ConnectionSettings | None:
+    """The ``.env`` database's settings when it answers and accepts those credentials, else None."""
+    settings = compose_settings(environ)
+    return settings if settings is not None and answers(settings) else None
 
 
 def docker_instead_of(server: LocalServer, chosen: Iterable[object] = ()) -> ConnectionSettings | None:

@@ -201,7 +201,7 @@ def docker_project(server, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / ".env").write_text(
         f"POSTGRES_USER=myuser\nPOSTGRES_PASSWORD={server.password}\nPOSTGRES_DB=mydatabase\n"
-        f"POSTGRES_PORT={server.port}\nPGBOUNCER_PORT=16999\n")
+        f"POSTGRES_PORT={server.port}\nPGBOUNCER_PORT={free_port()}\n")
     return tmp_path
 
 
@@ -213,7 +213,8 @@ def test_up_uses_the_docker_database_from_dot_env_and_starts_no_server(docker_pr
     assert main(["up", "--pgbouncer"]) == 0
     out = capsys.readouterr().out
     assert f"Using the Docker database from .env: postgresql://myuser:****@127.0.0.1:{server.port}/mydatabase" in out
-    assert "compose service `pgbouncer`" in out and ":16999/" in out
+    bouncer_port = read_env_file(docker_project / ".env")["PGBOUNCER_PORT"]
+    assert "compose service `pgbouncer`" in out and f":{bouncer_port}/" in out and "not answering" in out
     assert server.password not in out
     assert not (docker_project / ".pgfactory" / "data").exists(), "no local server was created"
     assert not stale.exists(), "a kit.env would win over .env"
