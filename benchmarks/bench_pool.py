@@ -6,7 +6,8 @@ A private temporary LocalServer is started (and destroyed) unless --kit-server i
 
 Three scenarios, each measured interleaved (the contenders alternate within every repeat, in
 alternating order, so machine drift hits all alike); the table shows medians over repeats and
-the ratio of medians. Results go to the "Pool" section of benchmarks/RESULTS.md.
+the median of the paired ratios (kit / baseline measured side by side in the same round, so
+load from other processes cancels out). Results go to the "Pool" section of benchmarks/RESULTS.md.
 1. checkout + return, no query: ours vs psycopg2.pool.ThreadedConnectionPool (target <= 1.0x);
 2. ``with pool.connection()`` + SELECT 1 vs a held connection doing SELECT 1 + commit (target <= 1.05x);
 3. 16 threads on 4 connections, SELECT 1 each: ours vs psycopg_pool (target >= 1.2x throughput),
@@ -276,9 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             server.destroy()
             scratch.cleanup()
 
-    r1 = med(one["kit"]) / med(one["tcp"])
-    r2 = med(two["kit"]) / med(two["held"])
-    r3 = med(three["kit"]) / med(three["psycopg_pool"])
+    r1 = paired(one["kit"], one["tcp"])
+    r2 = paired(two["kit"], two["held"])
+    r3 = paired(three["kit"], three["psycopg_pool"])
     rows = [
         ("1. checkout+return, no query (µs/op)", f"kit {med(one['kit']):.2f}",
          f"ThreadedConnectionPool {med(one['tcp']):.2f}", f"{r1:.2f}x time", "<= 1.00x",
@@ -292,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     tcp_errs = sum(errors["psycopg2_tcp"])
     tcp_ops = args.per_thread * THREADS * args.repeats
-    header = "| scenario | ours | baseline | ratio | target | |\n|---|---|---|---|---|---|\n"
+    header = "| scenario | ours (median) | baseline (median) | ratio (median of pairs) | target | |\n|---|---|---|---|---|---|\n"
     table = header + "\n".join("| " + " | ".join(row) + " |" for row in rows)
     notes = (f"Scenario 3 errors: kit {sum(errors['kit'])}, psycopg_pool {sum(errors['psycopg_pool'])}; "
              f"psycopg2 ThreadedConnectionPool raised \"connection pool exhausted\" {tcp_errs} times out of "
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
              f"2: {spread(two['kit'])} / {spread(two['held'])} µs. Scenario 3 per repeat: "
              f"{fmt(three['kit'], 0)} / {fmt(three['psycopg_pool'], 0)} ops/s.")
     notes += (f" For context, psycopg2's ThreadedConnectionPool lending the same connection in scenario 2: "
-              f"{med(two['tcp']):.1f} µs/op ({med(two['tcp']) / med(two['held']):.3f}x the held connection).")
+              f"{med(two['tcp']):.1f} µs/op ({paired(two['tcp'], two['held']):.3f}x the held connection).")
     print(table)
     print(notes)
     if not args.no_write:
@@ -310,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         write_section(table, notes, command.strip(), machine_text, args)
         print(f"updated the Pool section of {RESULTS}")
     return 0
+
+
+def paired(ours: list[float], baseline: list[float]) -> float:
+    """Median of per-round ratios: each pair was measured back to back, so drift cancels."""
+    return statistics.median(a / b for a, b in zip(ours, baseline))
 
 
 def spread(values: list[float]) -> str:
