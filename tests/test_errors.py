@@ -206,3 +206,25 @@ def test_pool_whose_factory_cannot_connect_explains_why_without_the_password(bad
 def test_a_very_short_password_does_not_garble_the_explanation(settings):
     text = connect_error(settings.with_(port=free_port(), password="e"), bound=5.0)
     assert "Connection refused" in text and "nothing is listening" in text
+
+
+def test_missing_unix_socket_says_start_the_server_or_use_tcp(settings, tmp_path):
+    text = connect_error(settings.with_(host=str(tmp_path / "no-socket-here"), password=SECRET), bound=5.0)
+    assert "No such file or directory" in text and "the Unix socket in" in text
+    assert "pgfactory-kit up" in text and "host=127.0.0.1" in text
+
+
+def test_a_full_server_says_max_connections_and_how_to_use_fewer(tmp_path):
+    """A room that exhausts max_connections: the next learner is told why, not just 'FATAL'."""
+    srv = LocalServer(data_dir=tmp_path / "data", port=free_port(), password=SECRET, max_connections=5)
+    held = []
+    try:
+        settings = srv.start()  # 5 - 3 superuser-reserved = 2 slots for the lesson role
+        held = [make_factory(settings)() for _ in range(2)]
+        text = connect_error(settings, bound=10.0)
+        assert "remaining connection slots are reserved" in text
+        assert "max_connections" in text and "max_size" in text and "PgBouncer" in text
+    finally:
+        for conn in held:
+            conn.close()
+        srv.destroy()
