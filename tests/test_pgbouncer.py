@@ -32,6 +32,7 @@ def bouncer(server: LocalServer):
     """A PgBouncer in front of the session's server, on a free port, with a small pool."""
     if find_pgbouncer() is None:
         pytest.skip("PgBouncer is not installed")
+    LocalPgBouncer(server).stop()  # one left by an earlier test for the same session server
     bouncer = LocalPgBouncer(server, port=free_port(), pool_size=POOL_SIZE)
     bouncer.start()
     try:
