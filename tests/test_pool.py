@@ -295,6 +295,17 @@ def test_connection_terminated_while_idle_is_replaced_without_error(factory, adm
         assert pool.stats()["connections_lost"] == 1
 
 
+def test_connection_ended_by_idle_session_timeout_is_replaced_without_error(settings):
+    factory = make_factory(settings, session={"idle_session_timeout": "100ms"})
+    with ConnectionPool(factory, max_size=1) as pool:
+        with pool.connection() as conn:
+            pid = backend_pid(conn)
+        time.sleep(0.3)  # the server ends the idle session after 100 ms
+        with pool.connection() as conn:
+            assert backend_pid(conn) != pid
+        assert pool.stats()["connections_lost"] == 1
+
+
 def test_busy_connection_terminated_raises_to_its_caller_and_pool_recovers(factory, admin_conn):
     with ConnectionPool(factory, max_size=1) as pool:
 
@@ -404,6 +415,11 @@ def test_forked_child_neither_uses_nor_closes_the_parents_connections(factory):
             code = 1
             try:
                 os.close(read_fd)
+                try:  # the inherited connection must not reach the parent's session
+                    backend_pid(borrowed)
+                    os._exit(3)
+                except psycopg2.Error:
+                    pass
                 with pool.connection(timeout=10) as mine:
                     child_backend = backend_pid(mine)
                 pool.close()
