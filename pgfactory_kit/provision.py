@@ -104,9 +104,10 @@ class Learner:
     def dbname(self) -> str:
         return self.name
 
-    def settings(self, host: str, port: int) -> ConnectionSettings:
+    def settings(self, host: str, port: int, sslmode: str | None = None) -> ConnectionSettings:
+        """Where this learner connects (the admin connection's server, their own database)."""
         return ConnectionSettings(host=host, port=port, dbname=self.dbname, user=self.name,
-                                  password=self.password, application_name=self.name)
+                                  password=self.password, sslmode=sslmode, application_name=self.name)
 
 
 @dataclass
@@ -336,10 +337,10 @@ def provision(admin_settings: ConnectionSettings, learners: int, prefix: str = D
         warnings.append(f"some learners exist but their password is not in {out_path}: their DSN there has "
                         "no password. Rerun with --reset-passwords to give them new ones.")
     target_host = host or admin_settings.host
-    rows = [(learner.name, learner.dbname, learner.settings(target_host, admin_settings.port).dsn())
-            for learner in done]
-    rows += [(name, name, ConnectionSettings(host=target_host, port=admin_settings.port, dbname=name, user=name,
-                                             password=known.get(name)).dsn()) for name in extra]
+    extra_learners = [Learner(name, "exists", -1, known.get(name)) for name in extra]
+    rows = [(learner.name, learner.dbname,
+             learner.settings(target_host, admin_settings.port, admin_settings.sslmode).dsn())
+            for learner in done + extra_learners]
     write_credentials(out_path, rows)
     return ProvisionResult(done, out_path, budget, warnings)
 

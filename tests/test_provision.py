@@ -379,3 +379,19 @@ def test_an_admin_that_is_not_a_superuser_is_told_what_is_needed(server, admin_c
     finally:
         with admin_conn.cursor() as cur:
             cur.execute("DROP ROLE pvnotsuper")
+
+
+def test_rerun_with_fewer_learners_keeps_the_others_and_host_goes_into_the_dsns(server, tmp_path):
+    admin = server.admin_settings()
+    out = tmp_path / "creds.csv"
+    try:
+        provision(admin, 2, "pvfew", connection_limit=2, out=out, host="workshop.example")
+        first = credentials(out)
+        result = provision(admin, 1, "pvfew", connection_limit=2, out=out, host="workshop.example")
+        assert [learner.name for learner in result.learners] == ["pvfew1"]
+        assert any("pvfew2" in w and "--drop" in w for w in result.warnings)
+        assert credentials(out) == first  # pvfew2's line, password included, is still there
+        assert {s.host for s in first.values()} == {"workshop.example"}
+        assert {s.port for s in first.values()} == {server.port}
+    finally:
+        drop(admin, "pvfew", out=out)
