@@ -9,25 +9,34 @@ server has spoken: almost always to say goodbye (``pg_terminate_backend``, a res
 from __future__ import annotations
 
 import select
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
 
 _UNKNOWN = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
-_POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+if hasattr(select, "poll"):  # Linux, macOS: a poll object made once per connection
+    _POLLIN = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
+    def make_poller(conn: psycopg2.extensions.connection) -> Any:
+        """Something that watches ``conn``'s socket, made once per connection (no per-check allocation)."""
+        poller = select.poll()
+        poller.register(conn.fileno(), _POLLIN)
+        return poller
 
-def make_poller(conn: psycopg2.extensions.connection) -> select.poll:
-    """A poll object watching ``conn``'s socket, made once per connection (no per-check allocation)."""
-    poller = select.poll()
-    poller.register(conn.fileno(), _POLLIN)
-    return poller
+    def spoken_to(poller: Any) -> bool:
+        """Whether the server sent something (zero timeout: one syscall, no round trip)."""
+        return bool(poller.poll(0))
 
+else:  # Windows has no poll(); select() works on sockets there
+    def make_poller(conn: psycopg2.extensions.connection) -> Any:
+        """Something that watches ``conn``'s socket (here simply its descriptor)."""
+        return conn.fileno()
 
-def spoken_to(poller: select.poll) -> bool:
-    """Whether the server sent something (zero timeout: one syscall, no round trip)."""
-    return bool(poller.poll(0))
+    def spoken_to(poller: Any) -> bool:
+        """Whether the server sent something (zero timeout: one syscall, no round trip)."""
+        return bool(select.select([poller], [], [], 0)[0])
 
 
 def usable(conn: psycopg2.extensions.connection) -> bool:
