@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     tcp_errs = sum(errors["psycopg2_tcp"])
     tcp_ops = args.per_thread * THREADS * args.repeats
-    header = "| scenario | ours (median) | baseline (median) | ratio (median of pairs) | target | |\n|---|---|---|---|---|---|\n"
+    header = ("| scenario | ours (median) | baseline (median) | ratio (median of pairs) | target | |\n"
+              "|---|---|---|---|---|---|\n")
     table = header + "\n".join("| " + " | ".join(row) + " |" for row in rows)
     notes = (f"Scenario 3 errors: kit {sum(errors['kit'])}, psycopg_pool {sum(errors['psycopg_pool'])}; "
              f"psycopg2 ThreadedConnectionPool raised \"connection pool exhausted\" {tcp_errs} times out of "
@@ -315,7 +316,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def paired(ours: list[float], baseline: list[float]) -> float:
     """Median of per-round ratios: each pair was measured back to back, so drift cancels."""
-    return statistics.median(a / b for a, b in zip(ours, baseline))
+    return statistics.median(a / b for a, b in zip(ours, baseline, strict=True))
 
 
 def spread(values: list[float]) -> str:
