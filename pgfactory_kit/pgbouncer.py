@@ -263,17 +263,23 @@ class LocalPgBouncer:
         return self.dir.resolve() if self.dir.is_symlink() else self.dir
 
     def _prepare_dir(self, runas: RunAs) -> Path:
-        """Create the config folder, owned by whoever runs PgBouncer; when that user cannot reach the
-        project (root's home, pytest's temp dirs), keep it under /var/lib/pgfactory-kit behind a symlink."""
+        """Create the config folder, owned by whoever runs PgBouncer. When that user cannot reach the
+        project (root's home, pytest's temp dirs), the folder lives where it can, behind a symlink:
+        inside the server's relocated cluster (so ``LocalServer.destroy()`` removes it too), else under
+        /var/lib/pgfactory-kit."""
         if self.dir.is_symlink():
             real = self.dir.resolve()
         elif runas.is_other_user and not runas.can_reach(self.server.state_dir, "-x"):
-            real = relocated_path(DIR_NAME, self.dir)
+            cluster = self.server.data_dir.resolve()
+            if self.server.data_dir.is_symlink() and runas.can_reach(cluster, "-w"):
+                real = cluster / self.dir.name
+            else:
+                real = relocated_path(DIR_NAME, self.dir)
+                real.parent.mkdir(parents=True, exist_ok=True)
+                os.chmod(RELOCATION_ROOT, 0o755)
+                os.chmod(real.parent, 0o755)
             if self.dir.exists():
                 shutil.rmtree(self.dir)
-            real.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(RELOCATION_ROOT, 0o755)
-            os.chmod(real.parent, 0o755)
             self.dir.symlink_to(real, target_is_directory=True)
         else:
             real = self.dir
