@@ -121,10 +121,9 @@ def pool_sizes_figure(summary: Any, machine: dict[str, Any] | None = None):
 
     fig = Figure(figsize=(12, 5), layout="constrained")
     axes = fig.subplots(1, 2)
-    fig.suptitle("Pool size against client threads (SELECT 1): more threads than connections means waiting",
-                 fontsize=13, fontweight="bold")
+    fig.suptitle("Pool size against client threads (SELECT 1)", fontsize=13, fontweight="bold")
     if machine:
-        fig.text(0.5, 0.005, summary_line(machine), ha="center", fontsize=8.5, color="#555555")
+        fig.supxlabel(summary_line(machine), fontsize=8.5, color="#555555")
     strategies = list(dict.fromkeys(summary["strategy"]))
     pools = [s for s in strategies if s.startswith("pool, max_size=")]
     shades = colormaps["Blues"]
@@ -399,9 +398,10 @@ def outcomes(clients: Any) -> Any:
     return pd.DataFrame({"outcome": counts.index, "clients": counts.to_numpy()})
 
 
-def time_connect_and_query(settings: ConnectionSettings, samples: int = 5, timeout_s: float = 30.0) -> Any:
+def time_connect_and_query(settings: ConnectionSettings, samples: int = 5, timeout_s: float = 30.0,
+                           settle_s: float = 0.3) -> Any:
     """Time ``samples`` new connections and, on each, one ``SELECT 1`` (milliseconds), one row per
-    sample. Bounded by ``samples`` and ``timeout_s``."""
+    sample. Bounded by ``samples`` and ``timeout_s``; waits ``settle_s`` after the last close."""
     import pandas as pd
 
     kwargs = settings.with_(connect_timeout=10, application_name="pgfactory_kit_ping").connect_kwargs()
@@ -422,4 +422,6 @@ def time_connect_and_query(settings: ConnectionSettings, samples: int = 5, timeo
         finally:
             conn.close()
         rows.append(dict(sample=i, connect_ms=round((t1 - t0) / 1e6, 2), query_ms=round((t2 - t1) / 1e6, 2)))
+    # Let a proxy in between finish forwarding the last goodbye before the caller closes it.
+    time.sleep(settle_s)
     return pd.DataFrame(rows, columns=["sample", "connect_ms", "query_ms"])
