@@ -20,10 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import psycopg2
 
-from .bench_stats import GROUP_COLUMNS, fit_rtt_model, summarize
+from .bench_stats import GROUP_COLUMNS, fit_rtt_model, strategy_rank, summarize
 from .bench_strategies import (
     DEFAULT_STRATEGIES,
     STRATEGIES,
@@ -216,13 +217,14 @@ def _pid_of(conn: Any) -> int:
 
 
 def _time_ops(strategy: Strategy, workload: Workload, n_ops: int, origin: int, deadline: float,
-              barrier: threading.Barrier | None) -> list[tuple[int, int, int]]:
-    """Run ``n_ops`` operations; each row is (start_ns since ``origin``, duration_ns, backend_pid)."""
-    rows: list[tuple[int, int, int]] = []
+              barrier: threading.Barrier | None, settle: int = 0) -> list[tuple[int, int, int, bool]]:
+    """Run ``settle`` + ``n_ops`` operations; each row is (start_ns since ``origin``, duration_ns,
+    backend_pid, timed). The first ``settle`` rows are marked untimed (``timed=False``)."""
+    rows: list[tuple[int, int, int, bool]] = []
     if barrier is not None:
         barrier.wait(timeout=SETTLE_TIMEOUT_S * 10)
     clock = time.perf_counter_ns
-    for _ in range(n_ops):
+    for i in range(settle + n_ops):
         if time.monotonic() > deadline:
             break
         t0 = clock()
@@ -230,7 +232,7 @@ def _time_ops(strategy: Strategy, workload: Workload, n_ops: int, origin: int, d
             workload.run(conn)
             pid = _pid_of(conn)
         t1 = clock()
-        rows.append((t0 - origin, t1 - t0, pid))
+        rows.append((t0 - origin, t1 - t0, pid, i >= settle))
     return rows
 
 
@@ -258,26 +260,29 @@ class _Runner:
         finally:
             self.sessions[name] = self.sessions.get(name, 0) + self.monitor.sessions() - before
 
-    def block(self, strategy: Strategy, n_ops: int, repeat: int, phase: str, block: int) -> None:
-        """One strategy's burst of ``n_ops`` operations over ``threads`` threads, gc paused."""
+    def block(self, strategy: Strategy, n_ops: int, repeat: int, phase: str, block: int, settle: int = 0) -> None:
+        """One strategy's burst of ``n_ops`` operations over ``threads`` threads, gc paused. Each thread
+        first runs ``settle`` operations recorded as warm-up: they wake the strategy's connections and
+        backends, which went cold while the other strategies had their turn."""
         if n_ops <= 0:
             return
         shares = [n_ops // self.threads + (1 if i < n_ops % self.threads else 0) for i in range(self.threads)]
         with self.counting(strategy.name), _gc_paused():
             if self.executor is None:
-                per_thread = [_time_ops(strategy, self.workload, n_ops, self.origin, self.deadline, None)]
+                per_thread = [_time_ops(strategy, self.workload, n_ops, self.origin, self.deadline, None, settle)]
             else:
                 active = [s for s in shares if s > 0]
                 barrier = threading.Barrier(len(active))
                 futures = [self.executor.submit(_time_ops, strategy, self.workload, s, self.origin, self.deadline,
-                                                barrier) for s in active]
+                                                barrier, settle) for s in active]
                 per_thread = [f.result() for f in futures]
         for thread, rows in enumerate(per_thread):
             key = (strategy.name, repeat, thread)
             op = self.op_counters.get(key, 0)
-            for start_ns, ns, pid in rows:
+            for start_ns, ns, pid, timed in rows:
                 self.rows.append(dict(self.labels, strategy=strategy.name, thread=thread, repeat=repeat,
-                                      phase=phase, block=block, op=op, start_ns=start_ns, ns=ns, backend_pid=pid))
+                                      phase=phase if timed else "warmup", block=block, op=op, start_ns=start_ns,
+                                      ns=ns, backend_pid=pid))
                 op += 1
             self.op_counters[key] = op
 
@@ -302,15 +307,19 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
                   workload: str = "select1", operations: int = 200, warmup: int = 20, repeats: int = 3,
                   threads: int = 1, pool_size: int = 4, rtt_ms: float = 0.0, auth: str | None = None,
                   transport: str = "tcp", server: Any = None, progress: bool = True, blocks: int = 10,
-                  scenario: str | None = None, time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> BenchResult:
+                  scenario: str | None = None, time_limit_s: float = DEFAULT_TIME_LIMIT_S, block_warmup: int = 1,
+                  seed: int = 0) -> BenchResult:
     """Time ``operations`` operations per strategy and repeat (split over ``threads`` threads).
 
     ``settings`` (default ``ConnectionSettings.from_env()``) or ``server`` (a LocalServer, which also
     allows ``auth`` = scram-sha-256/md5/trust and ``transport`` = tcp/unix/tls) say where; ``rtt_ms``
     adds that much round-trip time with a DelayProxy. Unavailable strategies are skipped with a note.
+    Each timed block starts with ``block_warmup`` untimed operations per thread (recorded as warm-up);
+    the order of strategies within a block is a random permutation drawn from ``seed``.
     """
-    if operations < 1 or repeats < 1 or threads < 1 or warmup < 0 or pool_size < 1:
-        raise ValueError("operations, repeats, threads and pool_size must be at least 1, warmup at least 0")
+    if operations < 1 or repeats < 1 or threads < 1 or warmup < 0 or pool_size < 1 or block_warmup < 0:
+        raise ValueError("operations, repeats, threads and pool_size must be at least 1, warmup and "
+                         "block_warmup at least 0")
     unknown = [s for s in strategies if s not in STRATEGIES]
     if unknown:
         raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
@@ -344,6 +353,7 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
         runner = _Runner(work, threads, monitor, time.monotonic() + time_limit_s, labels)
         stack.callback(runner.close)
         names = list(dict.fromkeys(strategies))
+        order_rng = np.random.default_rng(seed)
         sizes = _block_sizes(operations, blocks)
         bar = _progress(repeats * len(names) * (len(sizes) + 1), progress, f"bench {workload}")
         if bar is not None:
@@ -360,9 +370,9 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
                     if bar is not None:
                         bar.update(1)
                 for b, size in enumerate(sizes):
-                    rotation = (b + repeat) % max(1, len(opened))
-                    for strategy in opened[rotation:] + opened[:rotation]:
-                        runner.block(strategy, size, repeat, "measure", b)
+                    # A fresh random order each block: no strategy always follows the same one.
+                    for index in order_rng.permutation(len(opened)):
+                        runner.block(opened[index], size, repeat, "measure", b, settle=block_warmup)
                         if bar is not None:
                             bar.update(1)
             if time.monotonic() > runner.deadline:
@@ -412,6 +422,7 @@ def _sessions_table(results: pd.DataFrame, counted: dict[str, int], labels: dict
         rows.append(dict({k: labels[k] for k in GROUP_COLUMNS}, strategy=name, operations=ops,
                          sessions_opened=count, backend_pids=pids,
                          sessions_per_op=count / ops if ops else float("nan")))
+    rows.sort(key=lambda row: strategy_rank(row["strategy"]))
     return pd.DataFrame(rows, columns=["strategy", *GROUP_COLUMNS, "operations", "sessions_opened", "backend_pids",
                                        "sessions_per_op"])
 

@@ -19,10 +19,13 @@ from . import bench, plots
 from .bench_strategies import STRATEGIES
 from .settings import ConnectionSettings
 
+# Time limits (s) bound each run even on a busy machine; a run that hits one stops early and says so.
 QUICK = dict(operations=100, warmup=10, repeats=2, threads=[1, 2, 4], rtt_ms=[0.0, 5.0, 10.0],
-             sweep_operations=60, rtt_operations=20, breakdown_samples=20)
+             sweep_operations=60, rtt_operations=20, breakdown_samples=20, main_limit_s=15.0, sweep_limit_s=4.0,
+             breakdown_limit_s=6.0)
 FULL = dict(operations=300, warmup=30, repeats=3, threads=[1, 2, 4, 8], rtt_ms=[0.0, 5.0, 10.0, 20.0],
-            sweep_operations=200, rtt_operations=40, breakdown_samples=40)
+            sweep_operations=200, rtt_operations=40, breakdown_samples=40, main_limit_s=600.0,
+            sweep_limit_s=300.0, breakdown_limit_s=120.0)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -128,7 +131,8 @@ def _run(args: argparse.Namespace) -> int:
     with tqdm(total=steps, desc="pgfactory-kit bench", unit="run") as bar:
         bar.set_postfix_str("main run")
         main = bench.run_benchmark(settings, operations=operations, warmup=warmup, repeats=repeats,
-                                   threads=threads[0], auth=args.auth, transport=args.transport, **common)
+                                   threads=threads[0], auth=args.auth, transport=args.transport,
+                                   time_limit_s=preset["main_limit_s"], **common)
         runs.append(main)
         bar.update(1)
         machine = main.machine
@@ -142,8 +146,8 @@ def _run(args: argparse.Namespace) -> int:
                 scenario = f"{n} thread{'s' if n > 1 else ''}"
                 bar.set_postfix_str(scenario)
                 parts.append(bench.run_benchmark(settings, threads=n, scenario=scenario,
-                                                 operations=sweep_ops, warmup=warmup,
-                                                 repeats=1, **common))
+                                                 operations=sweep_ops, warmup=warmup, repeats=1,
+                                                 time_limit_s=preset["sweep_limit_s"], **common))
                 bar.update(1)
             sweep = bench.combine(parts, threads=threads)
             runs.append(sweep)
@@ -157,7 +161,7 @@ def _run(args: argparse.Namespace) -> int:
                 bar.set_postfix_str(f"+{r:g} ms RTT")
                 parts.append(bench.run_benchmark(settings, rtt_ms=r, scenario=f"+{r:g} ms RTT",
                                                  operations=rtt_ops, warmup=min(3, warmup), repeats=1,
-                                                 **common))
+                                                 time_limit_s=preset["sweep_limit_s"], **common))
                 bar.update(1)
             rtt_result = bench.combine(parts, added_rtt_ms=rtts)
             runs.append(rtt_result)
@@ -167,7 +171,8 @@ def _run(args: argparse.Namespace) -> int:
         breakdown = None
         if do_breakdown:
             bar.set_postfix_str("connect-cost breakdown")
-            breakdown = bench.connect_breakdown(server, samples=preset["breakdown_samples"])
+            breakdown = bench.connect_breakdown(server, samples=preset["breakdown_samples"],
+                                                time_limit_s=preset["breakdown_limit_s"])
             breakdown.to_csv(out / "breakdown.csv", index=False)
             figures["connect_breakdown"] = plots.connect_breakdown(breakdown, machine)
             bar.update(1)

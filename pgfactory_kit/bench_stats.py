@@ -104,8 +104,26 @@ def summarize(results: pd.DataFrame, baseline: str = "reused", n_boot: int = 200
     columns = ["strategy", *group_cols, "n", "median_ms", "p95_ms", "p99_ms", "mean_ms", "ops_per_s",
                "ratio", "ratio_low", "ratio_high"]
     summary = pd.DataFrame(rows)[columns]
+    summary = summary.iloc[order_rows(summary)].reset_index(drop=True)
     summary.attrs["baseline"] = baseline
     return summary
+
+
+# The order strategies are shown in: the blog's pattern first, then the forms of reuse.
+STRATEGY_ORDER = ("connect_per_query", "pgbouncer", "reused", "pool", "psycopg2_pool", "psycopg_pool")
+
+
+def strategy_rank(name: str) -> int:
+    """Position of a strategy in tables and figures (unknown names go last)."""
+    return STRATEGY_ORDER.index(name) if name in STRATEGY_ORDER else len(STRATEGY_ORDER)
+
+
+def order_rows(frame: pd.DataFrame) -> list[int]:
+    """Row positions that keep each configuration's rows together, strategies in ``STRATEGY_ORDER``."""
+    first_seen = {key: i for i, key in reversed(list(enumerate(frame.get("scenario", pd.Series([""] * len(frame))))))}
+    keys = [(first_seen.get(sc, 0), strategy_rank(st), i) for i, (sc, st) in
+            enumerate(zip(frame.get("scenario", pd.Series([""] * len(frame))), frame["strategy"], strict=True))]
+    return [k[2] for k in sorted(keys)]
 
 
 def fit_rtt_model(results: pd.DataFrame) -> pd.DataFrame:
@@ -132,4 +150,6 @@ def fit_rtt_model(results: pd.DataFrame) -> pd.DataFrame:
             row.update(fixed_ms=float(y[0]) if len(y) else float("nan"), round_trips=float("nan"),
                        r2=float("nan"))
         rows.append(row)
-    return pd.DataFrame(rows, columns=[*keys, "fixed_ms", "round_trips", "r2", "rtt_levels"])
+    fit = pd.DataFrame(rows, columns=[*keys, "fixed_ms", "round_trips", "r2", "rtt_levels"])
+    return fit.iloc[sorted(range(len(fit)), key=lambda i: strategy_rank(fit["strategy"].iloc[i]))].reset_index(
+        drop=True) if len(fit) else fit

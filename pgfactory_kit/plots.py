@@ -13,6 +13,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
+from .bench_stats import strategy_rank
 from .machine import summary_line
 
 LABELS = {
@@ -79,7 +80,7 @@ def _workload_text(frame: pd.DataFrame) -> str:
 
 
 def _strategy_order(frame: pd.DataFrame) -> list[str]:
-    return list(dict.fromkeys(frame["strategy"]))
+    return sorted(dict.fromkeys(frame["strategy"]), key=strategy_rank)
 
 
 # --------------------------------------------------------------------------------- figures
@@ -268,6 +269,7 @@ def sessions_opened(sessions: pd.DataFrame, machine: dict[str, Any] | None = Non
     """The server's own count of sessions each strategy opened (``pg_stat_database.sessions``), next
     to the number of operations it ran."""
     part = sessions.groupby("strategy", sort=False)[["operations", "sessions_opened", "backend_pids"]].sum()
+    part = part.loc[sorted(part.index, key=strategy_rank)]
     fig, ax = _figure("Connections the SERVER opened, per strategy (pg_stat_database.sessions)", machine,
                       (10, 1.6 + 0.75 * len(part)))
     order = list(part.index)[::-1]

@@ -9,6 +9,8 @@ import pytest
 from pgfactory_kit import bench
 
 SMALL = dict(operations=12, warmup=2, repeats=1, blocks=3, progress=False)
+# Every operation the server sees: warm-ups, one settling operation per block, and the timed ones.
+ALL_OPS = SMALL["operations"] + SMALL["warmup"] + SMALL["blocks"]
 
 
 def _sessions(result: bench.BenchResult) -> dict[str, dict]:
@@ -19,7 +21,7 @@ def test_each_strategy_opens_the_number_of_server_sessions_it_should(server) -> 
     result = bench.run_benchmark(server=server, strategies=("connect_per_query", "reused", "pool"),
                                  pool_size=3, **SMALL)
     seen = _sessions(result)
-    ops = SMALL["operations"] + SMALL["warmup"]
+    ops = ALL_OPS
     assert seen["connect_per_query"]["operations"] == ops
     assert seen["connect_per_query"]["sessions_opened"] == ops  # one per operation, says the server
     assert seen["connect_per_query"]["backend_pids"] == ops
@@ -44,7 +46,7 @@ def test_results_are_tidy_with_warmups_marked_and_the_machine_recorded(server) -
     frame = result.results
     assert list(frame.columns) == bench.RESULT_COLUMNS
     counts = frame.groupby(["strategy", "phase"]).size()
-    assert counts[("reused", "warmup")] == SMALL["warmup"]
+    assert counts[("reused", "warmup")] == SMALL["warmup"] + SMALL["blocks"]
     assert counts[("reused", "measure")] == SMALL["operations"]
     assert (frame["ns"] > 0).all()
     assert result.machine["postgresql"].startswith("18")
@@ -67,7 +69,7 @@ def test_insert_workload_commits_its_rows_and_deletes_them_afterwards(server, mo
     monkeypatch.setattr(bench._Monitor, "delete_marker", counting_delete)
     bench.run_benchmark(server=server, strategies=("connect_per_query", "reused", "pool"), workload="insert",
                         **SMALL)
-    assert committed == [3 * (SMALL["operations"] + SMALL["warmup"])]  # every INSERT was committed
+    assert committed == [3 * ALL_OPS]  # every INSERT was committed
     conn = psycopg2.connect(**server.settings().with_(dbname=bench.BENCH_DATABASE).connect_kwargs())
     try:
         with conn.cursor() as cur:
@@ -150,6 +152,5 @@ def test_pgbouncer_strategy_keeps_server_sessions_few_while_clients_connect_per_
     if "pgbouncer" not in set(result.results["strategy"]):
         pytest.skip("PgBouncer could not run here: " + "; ".join(result.notes))
     seen = _sessions(result)
-    ops = SMALL["operations"] + SMALL["warmup"]
-    assert seen["connect_per_query"]["sessions_opened"] == ops
+    assert seen["connect_per_query"]["sessions_opened"] == ALL_OPS
     assert 1 <= seen["pgbouncer"]["sessions_opened"] <= 5  # PgBouncer's default_pool_size in the kit
