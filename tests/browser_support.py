@@ -516,23 +516,32 @@ class LabNotebook:
         return NotebookRun(self.notebook.name, cells, finished, seconds, self.kernel_name(), self.notes)
 
     def screenshot(self, path: Path, run: NotebookRun) -> Path:
-        """The learner's view: scrolled to the first error if any, else to the last plot, else where
-        Run All left it (the end of the notebook)."""
+        """The learner's view: scrolled to the first error if any, else to the first plot (with the
+        code above it), else where Run All left it (the end of the notebook)."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        panel = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden)")
+        cells = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell.jp-CodeCell")
         errors = [c.index for c in run.cells if c.tracebacks and not c.may_raise]
         plots = [c.index for c in run.cells if c.images]
-        target = errors[0] if errors else (plots[-1] if plots else None)
-        if target is not None:
-            cell = panel.locator(".jp-Notebook .jp-Cell.jp-CodeCell").nth(target - 1)
-            cell.scroll_into_view_if_needed()
-            # show the code above the output too: put the cell's top near the top of the notebook area
-            cell.evaluate("el => el.scrollIntoView({block: 'start'})")
-            self.page.wait_for_timeout(300)
+        if errors:
+            self._bring_into_view(cells.nth(errors[0] - 1).locator(".jp-OutputArea-output").last)
+        elif plots:
+            self._bring_into_view(cells.nth(plots[0] - 1).locator(".jp-RenderedImage img").first)
         self.page.mouse.move(640, 790)  # off the toolbar, so no tooltip or hover covers the notebook
         self.page.wait_for_timeout(200)
         self.page.screenshot(path=str(path))
         return path
+
+    def _bring_into_view(self, element: Any, tries: int = 8) -> None:
+        """Scroll until ``element``'s bottom sits at the bottom of the view and stays there: cells
+        above it take their real height only once drawn, which moves it, so a single scroll misses."""
+        last = None
+        for _ in range(tries):
+            element.evaluate("el => el.scrollIntoView({block: 'end'})")
+            self.page.wait_for_timeout(250)
+            box = element.bounding_box()
+            if box is not None and box == last:
+                return
+            last = box
 
 
 def write_probe_notebook(path: Path) -> Path:
