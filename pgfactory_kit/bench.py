@@ -419,12 +419,12 @@ def _sessions_table(results: pd.DataFrame, counted: dict[str, int], labels: dict
         part = results[results["strategy"] == name]
         pids = part.loc[part["backend_pid"] > 0, "backend_pid"].nunique()
         ops = len(part)
-        rows.append(dict({k: labels[k] for k in GROUP_COLUMNS}, strategy=name, operations=ops,
-                         sessions_opened=count, backend_pids=pids,
+        rows.append(dict({k: labels[k] for k in GROUP_COLUMNS}, strategy=name, repeats=part["repeat"].nunique(),
+                         operations=ops, sessions_opened=count, backend_pids=pids,
                          sessions_per_op=count / ops if ops else float("nan")))
     rows.sort(key=lambda row: strategy_rank(row["strategy"]))
-    return pd.DataFrame(rows, columns=["strategy", *GROUP_COLUMNS, "operations", "sessions_opened", "backend_pids",
-                                       "sessions_per_op"])
+    return pd.DataFrame(rows, columns=["strategy", *GROUP_COLUMNS, "repeats", "operations", "sessions_opened",
+                                       "backend_pids", "sessions_per_op"])
 
 
 # ------------------------------------------------------------------------------------- sweeps

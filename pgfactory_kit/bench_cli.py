@@ -21,7 +21,7 @@ from .settings import ConnectionSettings
 
 # Time limits (s) bound each run even on a busy machine; a run that hits one stops early and says so.
 QUICK = dict(operations=100, warmup=10, repeats=2, threads=[1, 2, 4], rtt_ms=[0.0, 5.0, 10.0],
-             sweep_operations=60, rtt_operations=20, breakdown_samples=20, main_limit_s=15.0, sweep_limit_s=4.0,
+             sweep_operations=60, rtt_operations=15, breakdown_samples=20, main_limit_s=15.0, sweep_limit_s=5.0,
              breakdown_limit_s=6.0)
 FULL = dict(operations=300, warmup=30, repeats=3, threads=[1, 2, 4, 8], rtt_ms=[0.0, 5.0, 10.0, 20.0],
             sweep_operations=200, rtt_operations=40, breakdown_samples=40, main_limit_s=600.0,

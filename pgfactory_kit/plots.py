@@ -282,7 +282,11 @@ def sessions_opened(sessions: pd.DataFrame, machine: dict[str, Any] | None = Non
         text = f"{opened:,} session{'' if opened == 1 else 's'} for {ops:,} operations"
         ax.annotate(text, (max(opened, 0), yi), xytext=(6, 0), textcoords="offset points", va="center", fontsize=9)
     ax.set_yticks(y, [label(s) for s in order])
-    ax.set_xlabel("new server sessions (backend processes) opened during the run, as counted by the server")
+    xlabel = "new server sessions (backend processes) opened during the run, as counted by the server"
+    if "repeats" in sessions and sessions["repeats"].max() > 1:
+        xlabel += (f"\n{int(sessions['repeats'].max())} repeats, each starting with fresh connections "
+                   "(so one reused connection = 1 session per repeat); operations include warm-ups")
+    ax.set_xlabel(xlabel, fontsize=9.5)
     ax.margins(x=0.45)
     ax.set_xlim(left=0)
     return fig
