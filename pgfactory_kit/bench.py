@@ -14,6 +14,7 @@ import json
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -159,6 +160,7 @@ class _Monitor:
     """A side connection (never timed) that reads the server's session counter."""
 
     def __init__(self, owner: ConnectionSettings) -> None:
+        self.owner = owner
         try:
             self.conn = psycopg2.connect(
                 **owner.with_(application_name="pgfactory_kit_bench_monitor").connect_kwargs())
@@ -186,10 +188,18 @@ class _Monitor:
         return int(row[0]) if row and row[0] is not None else 0
 
     def delete_marker(self, marker: str) -> int:
-        """Delete the rows the INSERT workload added (they carry ``marker`` as their name)."""
-        with self.conn.cursor() as cur:
-            cur.execute("DELETE FROM mytable WHERE name = %s", (marker,))
-            return cur.rowcount
+        """Delete the rows the INSERT workload added (they carry ``marker`` as their name); if the
+        server cannot be reached, warn with the marker instead of hiding the run's own error."""
+        try:
+            conn = self.conn if not self.conn.closed else psycopg2.connect(**self.owner.connect_kwargs())
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM mytable WHERE name = %s", (marker,))
+                return cur.rowcount
+        except psycopg2.Error as exc:
+            warnings.warn(f"could not delete the bench's rows (name = {marker!r}) from mytable: "
+                          f"{str(exc).strip().splitlines()[0]}", RuntimeWarning, stacklevel=2)
+            return -1
 
     def close(self) -> None:
         self.conn.close()
@@ -253,12 +263,11 @@ class _Runner:
 
     @contextlib.contextmanager
     def counting(self, name: str) -> Iterator[None]:
-        """Add the server's session-counter change during this block to strategy ``name``."""
+        """Add the server's session-counter change during this block to strategy ``name``
+        (not read again when the block failed: the failure is what the caller must see)."""
         before = self.monitor.sessions()
-        try:
-            yield
-        finally:
-            self.sessions[name] = self.sessions.get(name, 0) + self.monitor.sessions() - before
+        yield
+        self.sessions[name] = self.sessions.get(name, 0) + self.monitor.sessions() - before
 
     def block(self, strategy: Strategy, n_ops: int, repeat: int, phase: str, block: int, settle: int = 0) -> None:
         """One strategy's burst of ``n_ops`` operations over ``threads`` threads, gc paused. Each thread
@@ -408,8 +417,13 @@ def _open_strategies(names: Sequence[str], target: ConnectionSettings, work: Wor
 
 
 def _close_strategy(strategy: Strategy, runner: _Runner) -> None:
-    with runner.counting(strategy.name):
-        strategy.close()
+    """Close ``strategy``, counting what the server saw; it is closed even when the server is gone."""
+    try:
+        with runner.counting(strategy.name):
+            strategy.close()
+    except psycopg2.Error:
+        with contextlib.suppress(Exception):
+            strategy.close()
 
 
 def _sessions_table(results: pd.DataFrame, counted: dict[str, int], labels: dict[str, Any]) -> pd.DataFrame:

@@ -102,7 +102,16 @@ def run(args: argparse.Namespace) -> int:
     try:
         return _run(args)
     except psycopg2.OperationalError as exc:
-        print(f"pgfactory-kit bench: {exc}", file=sys.stderr)
+        if "What to do" in str(exc):  # already explained (could not connect)
+            print(f"pgfactory-kit bench: {exc}", file=sys.stderr)
+        else:
+            print(f"pgfactory-kit bench: the database connection failed during the run: "
+                  f"{str(exc).strip().splitlines()[0]}\nWhat to do: check `pgfactory-kit status` (was the server "
+                  "restarted or stopped meanwhile?) and run the bench again.", file=sys.stderr)
+        return 1
+    except psycopg2.Error as exc:
+        print(f"pgfactory-kit bench: the run stopped on a database error: {str(exc).strip().splitlines()[0]}\n"
+              "What to do: check `pgfactory-kit status` and run the bench again.", file=sys.stderr)
         return 1
 
 

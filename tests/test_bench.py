@@ -154,3 +154,26 @@ def test_pgbouncer_strategy_keeps_server_sessions_few_while_clients_connect_per_
     seen = _sessions(result)
     assert seen["connect_per_query"]["sessions_opened"] == ALL_OPS
     assert 1 <= seen["pgbouncer"]["sessions_opened"] <= 5  # PgBouncer's default_pool_size in the kit
+
+
+def test_a_server_that_drops_everyone_mid_run_surfaces_the_original_error(server, monkeypatch) -> None:
+    from pgfactory_kit import bench_strategies
+    original = bench_strategies.Workload.run
+    calls = {"n": 0}
+
+    def run_then_drop_everyone(self, conn):
+        calls["n"] += 1
+        if calls["n"] == 6:  # like a server restart: every bench backend, the monitor's too, is ended
+            admin = psycopg2.connect(**server.admin_settings().connect_kwargs())
+            try:
+                admin.autocommit = True
+                with admin.cursor() as cur:
+                    cur.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE application_name LIKE 'pgfactory_kit_bench_%%'")
+            finally:
+                admin.close()
+        return original(self, conn)
+
+    monkeypatch.setattr(bench_strategies.Workload, "run", run_then_drop_everyone)
+    with pytest.raises(psycopg2.OperationalError):
+        bench.run_benchmark(server=server, strategies=("reused", "pool"), **SMALL)
