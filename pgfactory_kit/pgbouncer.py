@@ -48,6 +48,9 @@ AUTH_FILE = "userlist.txt"
 LOG_FILE = "pgbouncer.log"
 PID_FILE = "pgbouncer.pid"
 CONSOLE_PASSWORD_FILE = "console.pass"  # read by the kit only (root/the user), never by PgBouncer
+# The admin console's SHOW commands the kit reads; a fixed map, so no SQL is ever built from input.
+CONSOLE_SHOW_COMMANDS = {name: f"SHOW {name.upper()}" for name in (
+    "pools", "servers", "clients", "stats", "databases", "users", "config", "lists", "mem", "version")}
 START_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 5.0
 # Where distributions put the binary; /usr/sbin is not on a normal user's PATH (Debian's package).
@@ -232,13 +235,14 @@ class LocalPgBouncer:
 
     def show(self, what: str) -> list[dict[str, Any]]:
         """Rows of ``SHOW <what>`` on the admin console (``pools``, ``servers``, ``clients``, ``stats``…)."""
-        if not what.replace("_", "").isalpha():
-            raise ValueError(f"SHOW {what!r}: expected one word such as pools, servers, clients or stats")
+        command = CONSOLE_SHOW_COMMANDS.get(what.lower())
+        if command is None:
+            raise ValueError(f"SHOW {what!r}: expected one of {', '.join(sorted(CONSOLE_SHOW_COMMANDS))}")
         conn = psycopg2.connect(**self.console_settings().connect_kwargs())
         try:
             conn.autocommit = True  # the console knows no BEGIN
             with conn.cursor() as cur:
-                cur.execute(f"SHOW {what.upper()}")
+                cur.execute(command)
                 names = [col.name for col in cur.description]
                 return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
         finally:
