@@ -55,6 +55,10 @@ _ADVICE = [
     ("received invalid response to ssl negotiation",
      "something that is not PostgreSQL answers on {host}:{port}. Check the port (the kit's server uses "
      "15432 by default; `pgfactory-kit status` shows it)."),
+    ("unsupported startup parameter",
+     "this is PgBouncer, which refuses server settings sent at connect time (make_factory(session=...) sends "
+     "them as libpq `options`). With transaction pooling they would not stick anyway: set them per "
+     "transaction with SET LOCAL, or connect to PostgreSQL directly."),
     ("server closed the connection unexpectedly",
      "the server ended the connection during start-up; it may have crashed or be restarting. Look at its "
      "log (`pgfactory-kit status` shows where) and retry."),

@@ -287,3 +287,12 @@ def test_cli_up_pgbouncer_status_and_down(tmp_path, monkeypatch, capsys):
         server = LocalServer(data_dir=data_dir, port=int(args[-1]))
         LocalPgBouncer(server).destroy()
         server.destroy()
+
+
+def test_session_settings_through_pgbouncer_get_an_explained_error(bouncer):
+    """PgBouncer rejects libpq `options`; the kit says why and what to do instead."""
+    from pgfactory_kit import make_factory
+
+    with pytest.raises(psycopg2.OperationalError) as info:
+        make_factory(bouncer.settings(), session={"statement_timeout": "5s"})()
+    assert "SET LOCAL" in str(info.value)
