@@ -19,6 +19,7 @@ import socket
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,6 +29,9 @@ import psycopg2
 
 from .lesson import kit_server, save_csv, save_figure
 from .settings import ConnectionSettings
+
+# The bench's progress bars fall back to text when ipywidgets is absent; the warning saying so is noise here.
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 SUMMARY_COLUMNS = ["workload", "strategy", "n", "median_ms", "p95_ms", "ops_per_s", "ratio", "ratio_low",
                    "ratio_high"]
@@ -125,14 +129,16 @@ def pool_sizes_figure(summary: Any, machine: dict[str, Any] | None = None):
     if machine:
         fig.supxlabel(summary_line(machine), fontsize=8.5, color="#555555")
     strategies = list(dict.fromkeys(summary["strategy"]))
-    pools = [s for s in strategies if s.startswith("pool, max_size=")]
+    pools = sorted((s for s in strategies if s.startswith("pool, max_size=")), key=lambda s: int(s.split("=")[1]))
+    strategies = pools + [s for s in strategies if s not in pools]
     shades = colormaps["Blues"]
     for ax, column, ylabel in ((axes[0], "ops_per_s", "operations per second, all threads (log scale)"),
                                (axes[1], "p95_ms", "95th percentile time per operation (ms, log scale)")):
-        for i, strategy in enumerate(strategies):
+        for strategy in strategies:
             part = summary[summary["strategy"] == strategy].sort_values("threads")
             if strategy in pools:
-                style = dict(color=shades(0.4 + 0.6 * i / max(1, len(pools) - 1)), marker="o", linestyle="-")
+                shade = 0.35 + 0.6 * pools.index(strategy) / max(1, len(pools) - 1)
+                style = dict(color=shades(shade), marker="o", linestyle="-")
             else:
                 style = dict(color=plots.color(strategy), marker="s", linestyle="--")
             ax.plot(part["threads"], part[column], label=plots.label(strategy), **style)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import check, not_attempted, passed, todo
+from . import Verdict, check, not_attempted, passed, todo
 
 
 def _median_ms(summary: Any, strategy: str, workload: str) -> float:
@@ -15,7 +15,7 @@ def _median_ms(summary: Any, strategy: str, workload: str) -> float:
     return float(part["median_ms"].iloc[0])
 
 
-def check_connect_overhead(connect_overhead_ms: Any, summary: Any, workload: str = "select1") -> bool:
+def check_connect_overhead(connect_overhead_ms: Any, summary: Any, workload: str = "select1") -> Verdict:
     """``connect_overhead_ms``: median time per operation of connect_per_query minus that of reused,
     in milliseconds, read from ``summary`` (the SELECT 1 run)."""
     if not_attempted(connect_overhead_ms):

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from . import check, not_attempted, passed, todo
+from . import Verdict, check, not_attempted, passed, todo
 
 
 def _line(fit: Any, strategy: str) -> tuple[float, float]:
@@ -15,7 +15,7 @@ def _line(fit: Any, strategy: str) -> tuple[float, float]:
 
 
 def check_prediction(predicted_ms: Any, fit: Any, rtt_ms: float = 20.0,
-                     strategy: str = "connect_per_query") -> bool:
+                     strategy: str = "connect_per_query") -> Verdict:
     """``predicted_ms``: the fitted model's time per operation of ``strategy`` at ``rtt_ms`` of
     round-trip time, i.e. ``fixed_ms + round_trips × rtt_ms`` from ``fit``."""
     if not_attempted(predicted_ms):
