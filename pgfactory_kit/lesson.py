@@ -64,12 +64,17 @@ def kit_server(settings: ConnectionSettings):
 
     if settings.host not in ("127.0.0.1", "localhost"):
         return None
-    server = LocalServer(data_dir=os.environ.get(DATA_DIR_ENV) or None, port=settings.port)
+    # The password is the one we connect with: restart() re-applies the lesson role's password.
+    server = LocalServer(data_dir=os.environ.get(DATA_DIR_ENV) or None, password=settings.password)
     try:
         status = server.status()
-    except Exception:  # a folder we cannot read is not ours to restart
+        pid_lines = (server.data_dir / "postmaster.pid").read_text().splitlines()
+        listening_port = int(pid_lines[3])  # postmaster.pid's 4th line is the port it listens on
+    except Exception:  # not running, or a folder we cannot read: not ours to restart
         return None
-    return server if status.running else None
+    if not status.running or listening_port != settings.port or server.port != settings.port:
+        return None
+    return server
 
 
 # ---------------------------------------------------------------------------- evidence from the server

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import copy
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping
@@ -112,8 +113,11 @@ def execute(path: Path, env: Mapping[str, str] | None = None, *, timeout: float 
     return Execution(Path(path), nb, seconds, error)
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def _first_line_of_error(text: str) -> str:
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in _ANSI.sub("", text).strip().splitlines() if line.strip()]
     for line in reversed(lines):
         if "Error" in line or "Exception" in line or "assert" in line.lower():
             return line.strip()[:300]
