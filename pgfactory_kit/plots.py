@@ -190,7 +190,10 @@ def _by_threads(summary: pd.DataFrame, column: str, title: str, ylabel: str, mac
     if log:
         ax.set_yscale("log")
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-    ax.set_xlabel("client threads running operations at the same time")
+    xlabel = "client threads running operations at the same time"
+    if "n" in summary and len(summary):
+        xlabel += f"  (each point: about {int(summary['n'].median())} timed operations; few points = noisy)"
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.4, which="both")
     fig.legend(loc="outside right center", fontsize=9)
