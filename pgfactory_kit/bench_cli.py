@@ -62,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the kit's server to measure (default: .pgfactory/data in the project)")
     parser.add_argument("--port", type=int, default=None,
                         help="its port (default: $PGFACTORY_PORT or 15432)")
+    parser.add_argument("--bin-dir", type=Path, default=None,
+                        help="PostgreSQL binaries for that server, e.g. ones built with SSL to measure TLS "
+                             "(/usr/lib/postgresql/15/bin; use a separate --data-dir)")
 
 
 def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
@@ -69,7 +72,7 @@ def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
     if args.dsn:
         return ConnectionSettings.from_dsn(args.dsn), None
     from .server import LocalServer
-    server = LocalServer(data_dir=args.data_dir, port=args.port)
+    server = LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
     # start() also re-applies the lesson's roles; skip it when the server already runs.
     settings = server.settings() if server.status().running else server.start()
     print(f"Measuring the kit's PostgreSQL: {settings.masked_dsn()}")
