@@ -75,7 +75,8 @@ def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
     server = LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
     # start() also re-applies the lesson's roles; skip it when the server already runs.
     settings = server.settings() if server.status().running else server.start()
-    print(f"Measuring the kit's PostgreSQL: {settings.masked_dsn()}")
+    print(f"Measuring the kit's PostgreSQL at {settings.host}:{settings.port} (in the bench's own database "
+          f"{bench.BENCH_DATABASE!r}, so the server's session counts are the bench's alone)")
     return None, server
 
 
