@@ -177,3 +177,10 @@ def test_a_server_that_drops_everyone_mid_run_surfaces_the_original_error(server
     monkeypatch.setattr(bench_strategies.Workload, "run", run_then_drop_everyone)
     with pytest.raises(psycopg2.OperationalError):
         bench.run_benchmark(server=server, strategies=("reused", "pool"), **SMALL)
+
+
+def test_plain_settings_work_and_the_notes_say_whose_sessions_are_counted(settings) -> None:
+    result = bench.run_benchmark(settings, strategies=("connect_per_query", "reused"), **SMALL)
+    assert set(result.results["strategy"]) == {"connect_per_query", "reused"}
+    assert any("counts every client" in note for note in result.notes)
+    assert _sessions(result)["connect_per_query"]["sessions_opened"] >= ALL_OPS
