@@ -131,36 +131,53 @@ class KitDatabase:
 
 
 # ---------------------------------------------------------------------------- JupyterLab
-def _children(pid: int) -> list[int]:
+def _stat(pid: int) -> list[str] | None:
+    """/proc/PID/stat's fields after the command name: [state, ppid, …, starttime at 19, …]."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+# A process is (pid, start time): a PID alone may be reused by another process once ours is gone.
+Proc = tuple[int, str]
+
+
+def _children(pid: int) -> list[Proc]:
     """Every live descendant of ``pid`` (read from /proc)."""
-    parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            parents[int(stat.parent.name)] = int(fields[1])
-        except (OSError, IndexError, ValueError):
-            continue
-    found: list[int] = []
+    table: dict[int, list[str]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (fields := _stat(int(entry.name))) is not None and len(fields) > 19:
+            table[int(entry.name)] = fields
+    found: list[Proc] = []
     frontier = [pid]
     while frontier:
         parent = frontier.pop()
-        kids = [child for child, ppid in parents.items() if ppid == parent]
-        found.extend(kids)
+        kids = [child for child, fields in table.items() if fields[1] == str(parent)]
+        found.extend((kid, table[kid][19]) for kid in kids)
         frontier.extend(kids)
     return found
 
 
-def _alive(pid: int) -> bool:
+def _alive(proc: Proc) -> bool:
+    """Still running (not a zombie) and still the same process."""
+    fields = _stat(proc[0])
+    return fields is not None and len(fields) > 19 and fields[0] != "Z" and fields[19] == proc[1]
+
+
+def _signal(proc: Proc, sig: int) -> None:
+    if _alive(proc):
+        try:
+            os.kill(proc[0], sig)
+        except ProcessLookupError:
+            pass
+
+
+def _signal_group(pgid: int, sig: int) -> None:
     try:
-        os.kill(pid, 0)
+        os.killpg(pgid, sig)
     except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is dead for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
+        pass
 
 
 @dataclass
@@ -173,7 +190,7 @@ class JupyterLab:
     state_dir: Path
     token: str = field(default_factory=lambda: secrets.token_hex(24))
     process: subprocess.Popen | None = None
-    _kernel_pids: set[int] = field(default_factory=set)
+    _kernel_procs: set[Proc] = field(default_factory=set)
 
     @property
     def url(self) -> str:
@@ -236,7 +253,7 @@ class JupyterLab:
         """Note the PIDs under JupyterLab (its kernels run in their own sessions, so the process group
         alone would not reach them at shutdown)."""
         if self.running:
-            self._kernel_pids.update(_children(self.process.pid))
+            self._kernel_procs.update(_children(self.process.pid))
 
     def shutdown_kernels(self) -> None:
         """Shut every kernel down through the API (best effort)."""
@@ -264,26 +281,12 @@ class JupyterLab:
                 if not wait_until(lambda: self.process.poll() is not None, 10):
                     _signal_group(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=10)
-        leftovers = [pid for pid in self._kernel_pids if _alive(pid)]
-        for pid in leftovers:
-            _signal(pid, signal.SIGTERM)
-        if not wait_until(lambda: not any(_alive(pid) for pid in leftovers), 10):
-            for pid in leftovers:
-                _signal(pid, signal.SIGKILL)
-
-
-def _signal(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass
+        leftovers = [proc for proc in self._kernel_procs if _alive(proc)]
+        for proc in leftovers:
+            _signal(proc, signal.SIGTERM)
+        if not wait_until(lambda: not any(_alive(proc) for proc in leftovers), 10):
+            for proc in leftovers:
+                _signal(proc, signal.SIGKILL)
 
 
 # ---------------------------------------------------------------------------- Chromium
