@@ -11,11 +11,8 @@ as it runs the server (see ``service_user``).
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import fcntl
-import hashlib
-import hmac
 import os
 import secrets
 import shutil
@@ -33,6 +30,7 @@ from typing import Any
 import psycopg2
 
 from .errors import ServerError
+from .scram import scram_verifier
 from .server import LocalServer
 from .service_user import RELOCATION_ROOT, RunAs, current_runas, relocated_path
 from .settings import DEFAULT_USER, ConnectionSettings
@@ -78,19 +76,6 @@ def find_pgbouncer() -> str | None:
         return found
     extra = [str(Path(sys.executable).parent), *SYSTEM_DIRS]
     return shutil.which("pgbouncer", path=os.pathsep.join(extra))
-
-
-def scram_verifier(password: str, *, salt: bytes | None = None, iterations: int = 4096) -> str:
-    """A SCRAM-SHA-256 verifier (``SCRAM-SHA-256$iter:salt$StoredKey:ServerKey``), as PostgreSQL stores it."""
-    salt = salt if salt is not None else secrets.token_bytes(16)
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-
-    def b64(raw: bytes) -> str:
-        return base64.b64encode(raw).decode("ascii")
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
 @dataclass(frozen=True)

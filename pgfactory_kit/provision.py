@@ -12,11 +12,8 @@ the same name that they own, seeded with the lesson's table and closed to everyo
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import csv
-import hashlib
-import hmac
 import io
 import os
 import re
@@ -35,6 +32,7 @@ from psycopg2 import sql
 from . import paths
 from .errors import KitConnectError, ProvisionError, scrub
 from .factory import make_factory
+from .scram import password_matches, scram_verifier  # noqa: F401  (re-exported for callers)
 from .settings import ConnectionSettings
 
 MARKER = "pgfactory-kit learner"
@@ -163,26 +161,6 @@ def marker(prefix: str) -> str:
 def generate_password() -> str:
     """24 URL-safe characters from ``secrets`` (safe in a DSN without quoting)."""
     return secrets.token_urlsafe(18)
-
-
-def scram_verifier(password: str, salt: bytes | None = None, iterations: int = 4096) -> str:
-    """The SCRAM-SHA-256 verifier PostgreSQL stores, computed here so the plaintext never leaves."""
-    salt = os.urandom(16) if salt is None else salt
-    salted = hashlib.pbkdf2_hmac("sha256", password.encode("utf-8"), salt, iterations)
-    client_key = hmac.new(salted, b"Client Key", "sha256").digest()
-    stored_key = hashlib.sha256(client_key).digest()
-    server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = lambda raw: base64.b64encode(raw).decode("ascii")  # noqa: E731
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
-
-
-def password_matches(password: str, verifier: str | None) -> bool:
-    """Whether ``password`` produces the stored SCRAM ``verifier`` (False when unknown or not SCRAM)."""
-    match = re.match(r"^SCRAM-SHA-256\$(\d+):([^$]+)\$", verifier or "")
-    if not match:
-        return False
-    expected = scram_verifier(password, base64.b64decode(match.group(2)), int(match.group(1)))
-    return hmac.compare_digest(expected, verifier or "")
 
 
 def default_credentials_file(prefix: str) -> Path:

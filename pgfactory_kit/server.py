@@ -31,6 +31,7 @@ from psycopg2 import sql
 from . import paths
 from .errors import (BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError,
                      ServerStartError)
+from .scram import md5_verifier, password_matches, scram_verifier
 from .service_user import RunAs, current_runas, reachable_bin_dir, relocated_path
 from .settings import (DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings,
                        pgpass_line)
@@ -500,17 +501,27 @@ class LocalServer:
         return completed
 
 
-def _ensure_role(cur: "psycopg2.extensions.cursor", role: str, password: str | None,
+def _ensure_role(cur: psycopg2.extensions.cursor, role: str, password: str | None,
                  encryption: str = "scram-sha-256") -> None:
-    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (role,))
-    if cur.fetchone() is None:
+    """Create ``role`` if missing and give it ``password`` — only when it differs, so repeated starts keep
+    the stored verifier (a running PgBouncer holds a copy of it and would stop logging in otherwise)."""
+    cur.execute("SELECT rolpassword FROM pg_authid WHERE rolname = %s", (role,))
+    row = cur.fetchone()
+    if row is None:
         cur.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
-    cur.execute("SELECT set_config('password_encryption', %s, false)", (encryption,))
-    if password is None:
-        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role)))
+        stored = None
     else:
-        cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(role)), (password,))
-    cur.execute("RESET password_encryption")
+        stored = row[0]
+    if password is None:
+        if stored is not None:
+            cur.execute(sql.SQL("ALTER ROLE {} PASSWORD NULL").format(sql.Identifier(role)))
+        return
+    wanted_kind = "md5" if encryption == "md5" else "SCRAM-SHA-256"
+    if stored and stored.startswith(wanted_kind) and password_matches(password, stored, user=role):
+        return
+    verifier = md5_verifier(password, role) if encryption == "md5" else scram_verifier(password)
+    # A precomputed verifier: the plaintext never reaches the server (or its log).
+    cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(role)), (verifier,))
 
 
 def _connect_when_ready(settings: ConnectionSettings, timeout_s: float = 30.0) -> "psycopg2.extensions.connection":

@@ -160,3 +160,16 @@ def test_without_a_port_argument_status_finds_the_port_it_was_started_on(server,
     again = LocalServer(data_dir=server.data_dir)
     assert again.port == server.port
     assert again.status().running
+
+
+def test_start_again_keeps_stored_password_verifiers(server, admin_conn):
+    """A running PgBouncer holds copies of the verifiers: repeated starts must not re-salt them."""
+    def verifiers():
+        with admin_conn.cursor() as cur:
+            cur.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s) ORDER BY 1",
+                        (["myuser", "auth_scram", "auth_md5"],))
+            return cur.fetchall()
+    before = verifiers()
+    server.start()
+    assert verifiers() == before
+    assert dict(before)["auth_md5"].startswith("md5")
