@@ -71,8 +71,13 @@ def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
     """(settings, server): the DSN if given, else the kit's LocalServer, started if needed."""
     if args.dsn:
         return ConnectionSettings.from_dsn(args.dsn), None
+    from .compose import docker_instead_of
     from .server import LocalServer
     server = LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
+    docker = docker_instead_of(server, (args.data_dir, args.port, args.bin_dir))
+    if docker is not None:
+        print(f"Measuring the Docker database from .env at {docker.masked_dsn()}")
+        return docker, None
     # start() also re-applies the lesson's roles; skip it when the server already runs.
     settings = server.settings() if server.status().running else server.start()
     print(f"Measuring the kit's PostgreSQL at {settings.host}:{settings.port} (in the bench's own database "
