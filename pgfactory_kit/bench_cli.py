@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,8 +70,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
     """(settings, server): the DSN if given, else the kit's LocalServer, started if needed."""
-    if args.dsn:
-        return ConnectionSettings.from_dsn(args.dsn), None
+    dsn = args.dsn or os.environ.get("PGFACTORY_DSN") or os.environ.get("DATABASE_URL")
+    if dsn:
+        return ConnectionSettings.from_dsn(dsn), None
     from .compose import docker_instead_of
     from .server import LocalServer
     server = LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
