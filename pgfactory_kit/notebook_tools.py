@@ -102,7 +102,7 @@ def execute(path: Path, env: Mapping[str, str] | None = None, *, timeout: float 
     started = time.monotonic()
     error: str | None = None
     try:
-        client.execute(env=dict(env) if env is not None else None)
+        client.execute(env=dict(env if env is not None else os.environ))
     except CellExecutionError as exc:
         error = _first_line_of_error(str(exc))
     except (CellTimeoutError, DeadKernelError, TimeoutError, RuntimeError) as exc:
