@@ -160,3 +160,51 @@ def test_notebook_runs_top_to_bottom_under_nbval_in_quick_mode(path: Path, nbval
         f"{key} was not run by nbval:\n{nbval_run['__output__']['text'][-4000:]}"
     assert not entry["failures"], f"{key} failed under nbval:\n" + "\n\n".join(entry["failures"])
     print(f"{key}: {entry['cells']} cells, {entry['seconds']:.1f}s")
+
+
+# ------------------------------------------------------------------------------ the challenge checkers
+def test_checker_failure_says_what_was_expected_what_was_seen_and_a_hint() -> None:
+    from pgfactory_kit.exercises import ExerciseFailed, check
+
+    with pytest.raises(ExerciseFailed) as caught:
+        check(False, expected="two PIDs", seen=[1], hint="append one per operation")
+    text = str(caught.value)
+    assert "expected: two PIDs" in text and "seen:     [1]" in text and "hint:     append one per operation" in text
+
+
+def test_unattempted_challenge_prints_what_to_do_and_is_not_a_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    from pgfactory_kit.exercises import nb02
+
+    verdict = nb02.check_counted_dict_row(..., ...)
+    assert not verdict and "not attempted yet" in capsys.readouterr().out
+
+
+def test_nb01_checker_rejects_two_connections_with_a_hint(settings) -> None:
+    from pgfactory_kit.exercises import ExerciseFailed, nb01
+
+    with pytest.raises(ExerciseFailed, match="call the factory once"):
+        nb01.check_one_connection(settings, 0, [101, 102])
+
+
+def test_nb07_checker_rejects_a_caller_that_does_not_retry(settings) -> None:
+    import psycopg2
+
+    from pgfactory_kit.exercises import ExerciseFailed, nb07
+
+    def no_retry(pool, sql, params=()):
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchone()
+
+    def swallow_everything(pool, sql, params=()):
+        for _ in range(2):
+            try:
+                return no_retry(pool, sql, params)
+            except psycopg2.Error:
+                continue
+        return None
+
+    with pytest.raises(ExerciseFailed, match="catch psycopg2.OperationalError around"):
+        nb07.check_retry(no_retry, settings)
+    with pytest.raises(ExerciseFailed, match="DivisionByZero"):
+        nb07.check_retry(swallow_everything, settings)
