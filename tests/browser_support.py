@@ -83,21 +83,22 @@ def copy_project_for_lab(home: Path, notebooks: Path = ROOT / "notebooks") -> Pa
     repository's ``data/`` linked beside it; returns the notebook folder to serve."""
     target = home / "notebooks"
     shutil.copytree(notebooks, target, ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
-    for name in ("data", "pyproject.toml"):
-        if (ROOT / name).exists() and not (home / name).exists():
-            (home / name).symlink_to(ROOT / name)
+    if (ROOT / "data").exists() and not (home / "data").exists():
+        (home / "data").symlink_to(ROOT / "data")
     return target
 
 
-def kernel_environment(home: Path, port: int, base: dict[str, str] | None = None) -> dict[str, str]:
+def kernel_environment(home: Path, port: int, password: str,
+                       base: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of JupyterLab and its kernels: the kit rooted at ``home`` (its database on
-    ``port``), quick notebooks, nothing inherited that would point the kit at another server."""
+    ``port``, with ``password`` for the lesson's roles), quick notebooks, nothing inherited that
+    would point the kit at another server."""
     env = dict(os.environ if base is None else base)
     for key in list(env):
         if key.startswith("PG") or key == "DATABASE_URL":
             del env[key]
-    env.update({"PGFACTORY_HOME": str(home), "PGFACTORY_PORT": str(port), "PGFACTORY_QUICK": "1",
-                "PYTHONUNBUFFERED": "1"})
+    env.update({"PGFACTORY_HOME": str(home), "PGFACTORY_PORT": str(port), "PGFACTORY_PASSWORD": password,
+                "PGFACTORY_QUICK": "1", "PYTHONUNBUFFERED": "1"})
     return env
 
 
@@ -363,6 +364,7 @@ class NotebookRun:
     seconds: float
     kernel: str
     notes: list[str] = field(default_factory=list)
+    text: str = field(default="", repr=False)  # everything the notebook panel shows, code and outputs
 
     @property
     def images(self) -> int:
@@ -516,7 +518,8 @@ class LabNotebook:
                 cell.saved_errors = errors
         elif finished:
             self.notes.append("saving the notebook did not change the file; errors judged from the page only")
-        return NotebookRun(self.notebook.name, cells, finished, seconds, self.kernel_name(), self.notes)
+        text = self.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook").first.text_content() or ""
+        return NotebookRun(self.notebook.name, cells, finished, seconds, self.kernel_name(), self.notes, text)
 
     def screenshot(self, path: Path, run: NotebookRun) -> Path:
         """The learner's view: scrolled to the first error if any, else to the first plot (with the

@@ -1,6 +1,6 @@
 """The walkthrough as learners use it: JupyterLab in headless Chromium, Run → Run All Cells.
 
-One JupyterLab (started like ``make lab``: the kit's database up, the kit's kernel) and one browser
+One JupyterLab (started like ``make lab``: the kit's database up, the kit's kernel registered) and one browser
 serve every notebook in ``notebooks/0*.ipynb``; each notebook is its own test. The notebooks are
 served from a temporary copy, so the repository's notebooks are never saved with outputs.
 Screenshots land in ``test-artifacts/browser/``.
@@ -11,6 +11,7 @@ Screenshots land in ``test-artifacts/browser/``.
 from __future__ import annotations
 
 import os
+import secrets
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,8 @@ README_IMAGE = ROOT / "docs" / "img" / "jupyterlab.png"
 README_NOTEBOOK_PREFIX = "04_"
 # A quick notebook takes well under a minute with nbval; the browser adds rendering on 2 cores.
 RUN_TIMEOUT_S = float(os.environ.get("PGFACTORY_BROWSER_TIMEOUT", "120"))
+# The lesson roles' password for this run: distinctive, so a leak onto the page is a plain substring search.
+LEARNER_PASSWORD = "Browser-" + secrets.token_hex(12)
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +61,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterLab]:
     home = tmp_path_factory.mktemp("lab-home")
     served = copy_project_for_lab(home, NOTEBOOK_DIR)
     db_port = free_port()
-    env = kernel_environment(home, db_port)
+    env = kernel_environment(home, db_port, password=LEARNER_PASSWORD)
     database = KitDatabase(home, db_port, env)
     jupyter = JupyterLab(served, free_port(), env, state_dir=home / ".lab-state")
     try:
@@ -125,13 +128,16 @@ def test_run_all_cells_in_jupyterlab_shows_no_error_and_draws_the_plots(
                 f"{stopper.where()} is only marked NBVAL_RAISES_EXCEPTION." if stopper else "")
         assert not skipped, (f"{len(skipped)} code cells never ran, first {skipped[0].where()}.{hint} "
                              f"{_explain(run)} See {screenshot}.")
+    assert LEARNER_PASSWORD not in run.text, f"the page shows the database password {_explain(run)}"
+    assert LEARNER_PASSWORD not in (lab.root_dir / notebook.name).read_text(encoding="utf-8"), \
+        f"the saved notebook holds the database password {_explain(run)}"
     if makes_plots(notebook):
         assert run.images > 0, (f"the notebook's code draws figures but no image output rendered "
                                 f"{_explain(run)} See {screenshot}.")
     _keep_for_readme(notebook, screenshot, run)
 
 
-def test_the_checks_tell_errors_from_warnings_and_see_plots(lab: JupyterLab, browser, tmp_path: Path) -> None:
+def test_the_checks_tell_errors_from_warnings_and_see_plots(lab: JupyterLab, browser) -> None:
     """Guards the test above against passing blind (e.g. a JupyterLab whose DOM changed): a probe
     notebook with one of everything must be judged exactly right."""
     probe = write_probe_notebook(lab.root_dir / "probe_for_the_browser_test.ipynb")
@@ -153,3 +159,4 @@ def test_the_checks_tell_errors_from_warnings_and_see_plots(lab: JupyterLab, bro
         "ending \"KeyError: 'missing'\"",
         "code cell 5 ('1 / 0') raised ZeroDivisionError: division by zero"]
     assert run.not_executed() == [after]
+    assert "a warning is not an error" in run.text
