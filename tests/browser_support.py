@@ -292,9 +292,13 @@ class JupyterLab:
 
 # ---------------------------------------------------------------------------- Chromium
 def launch_chromium(playwright, user_data_dir: Path):  # -> playwright BrowserContext
-    """Debian's Chromium, headless, in a fresh profile, with a laptop-sized window."""
+    """Debian's Chromium, headless, in a fresh profile, with a laptop-sized window; its config,
+    cache and crash reports stay in the profile's folder, not in the user's home."""
+    home = user_data_dir / "home"
+    env = {**os.environ, "HOME": str(home), "XDG_CONFIG_HOME": str(home / ".config"),
+           "XDG_CACHE_HOME": str(home / ".cache")}
     return playwright.chromium.launch_persistent_context(
-        str(user_data_dir), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
+        str(user_data_dir), executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, env=env,
         viewport={"width": 1280, "height": 800}, device_scale_factor=1, locale="en-US",
         timezone_id="UTC")
 
