@@ -222,7 +222,13 @@ def show(df: Any, max_rows: int = 20) -> None:
         return
     if hasattr(df, "head") and len(df) > max_rows:
         df = df.head(max_rows)
-    display(df)
+    try:
+        import pandas as pd
+    except ImportError:  # pragma: no cover - pandas ships with the kit
+        display(df)
+        return
+    with pd.option_context("display.max_colwidth", 120):  # error messages in tables stay readable
+        display(df)
 
 
 def report_dir() -> Path | None:
