@@ -9,6 +9,7 @@ PY := $(VENV)/bin/python
 KIT := $(VENV)/bin/pgfactory-kit
 KERNEL_NAME := pgfactory-kit
 PYTEST_ARGS ?=
+REPORT_ARGS ?=  # e.g. REPORT_ARGS=--quick (CI sizes) or "--only 01"
 
 .PHONY: setup up down status lab report test test-fast bench lint clean
 
@@ -35,7 +36,7 @@ lab: up
 	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MultiKernelManager.default_kernel_name=$(KERNEL_NAME)
 
 report: up
-	$(KIT) report --out report
+	$(KIT) report --out report $(REPORT_ARGS)
 
 test: up
 	$(PY) -m pytest $(PYTEST_ARGS)
