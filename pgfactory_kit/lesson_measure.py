@@ -43,7 +43,7 @@ def measurement_server(settings: ConnectionSettings):
     bench can log in as the roles that compare auth methods), or None when the server is not the kit's."""
     server = kit_server(settings)
     if server is not None and settings.password:
-        server.password = settings.password  # kit_server() knows the folder, not the password in use
+        server.password = settings.password  # the roles that compare auth methods share this password
     return server
 
 
