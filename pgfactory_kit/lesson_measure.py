@@ -28,6 +28,7 @@ from typing import Any
 import psycopg2
 
 from .lesson import kit_server, save_csv, save_figure
+from .server import LocalServer
 from .settings import ConnectionSettings
 
 # The bench's progress bars fall back to text when ipywidgets is absent; the warning saying so is noise here.
@@ -163,27 +164,28 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_small_server(max_connections: int = 8, password: str | None = None):
-    """A fresh ``LocalServer`` in a temporary folder on a free port with a low ``max_connections``, for
-    running out of connections safely (never the shared server). Call ``destroy()`` when done; an
-    ``atexit`` hook destroys it anyway if the kernel exits first. Starting takes a second or two."""
-    from .server import LocalServer
+class SmallServer(LocalServer):
+    """A LocalServer in a temporary folder of its own: ``destroy()`` also removes that folder
+    (the env file, pgpass and lock files the server writes next to its data)."""
 
+    def destroy(self) -> None:
+        super().destroy()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+
+def start_small_server(max_connections: int = 8, password: str | None = None) -> SmallServer:
+    """A fresh server in a temporary folder on a free port with a low ``max_connections``, for running
+    out of connections safely (never the shared server). ``destroy()`` stops it and removes the folder;
+    an ``atexit`` hook does so anyway if the kernel exits first. Starting takes a second or two."""
     folder = Path(tempfile.mkdtemp(prefix="pgfactory-small-"))
-    server = LocalServer(data_dir=folder / "data", port=free_port(), max_connections=max_connections,
+    server = SmallServer(data_dir=folder / "data", port=free_port(), max_connections=max_connections,
                          password=password)
     try:
         server.start()
     except BaseException:
         server.destroy()
-        shutil.rmtree(folder, ignore_errors=True)
         raise
-
-    def destroy() -> None:
-        server.destroy()
-        shutil.rmtree(folder, ignore_errors=True)
-
-    atexit.register(destroy)
+    atexit.register(server.destroy)
     return server
 
 
