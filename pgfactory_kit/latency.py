@@ -131,6 +131,15 @@ class DelayProxy:
         return task
 
     async def _handle(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        # asyncio reports a connection callback that ends in CancelledError as an error ("Exception in
+        # callback"), so a close() that cancels a live connection would print a traceback: end quietly.
+        try:
+            await self._serve_client(client_reader, client_writer)
+        except asyncio.CancelledError:
+            pass
+
+    async def _serve_client(self, client_reader: asyncio.StreamReader,
+                            client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
         loop = asyncio.get_running_loop()
         accepted = loop.time()
