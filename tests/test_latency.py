@@ -149,3 +149,15 @@ def test_a_target_that_refuses_closes_the_client_instead_of_hanging() -> None:
 def test_negative_delay_is_rejected() -> None:
     with pytest.raises(ValueError, match="delay_ms"):
         DelayProxy("127.0.0.1", 5432, delay_ms=-1)
+
+
+def test_close_with_a_live_connection_reports_no_asyncio_error(echo: EchoServer, caplog) -> None:
+    """asyncio logs a connection callback that ends cancelled as an error; close() must not cause one."""
+    caplog.set_level("DEBUG", logger="asyncio")
+    proxy = DelayProxy("127.0.0.1", echo.port, delay_ms=2).start()
+    client = socket.create_connection(("127.0.0.1", proxy.port), timeout=IO_TIMEOUT_S)
+    client.sendall(b"ping")
+    assert client.recv(16) == b"ping"
+    proxy.close()
+    client.close()
+    assert not [r for r in caplog.records if r.name == "asyncio" and r.levelname == "ERROR"]
