@@ -503,6 +503,8 @@ class ConnectionPool:
                 except PoolClosed:
                     return
                 except Exception as exc:  # noqa: BLE001 - counted in stats; waiters see it in PoolTimeout
+                    if self._closed:  # closed meanwhile: nobody needs this connection any more
+                        return
                     logger.warning("pool %r: could not open a connection (attempt %d): %s",
                                    self.name, attempt + 1, exc)
                     time.sleep(min(0.1 * 2 ** attempt, 3.0))
