@@ -33,7 +33,8 @@ status: setup
 	$(KIT) status
 
 lab: up
-	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MultiKernelManager.default_kernel_name=$(KERNEL_NAME)
+	$(VENV)/bin/jupyter lab --notebook-dir=notebooks --MultiKernelManager.default_kernel_name=$(KERNEL_NAME) \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
 
 report: up
 	$(KIT) report --out report $(REPORT_ARGS)
