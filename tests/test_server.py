@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -173,3 +174,60 @@ def test_start_again_keeps_stored_password_verifiers(server, admin_conn):
     server.start()
     assert verifiers() == before
     assert dict(before)["auth_md5"].startswith("md5")
+
+
+def _normal_user_python() -> str | None:
+    """A system Python of the same version a normal user may run, or None."""
+    import shutil as _shutil
+    candidate = _shutil.which("python3", path="/usr/bin:/bin")
+    if candidate is None:
+        return None
+    out = subprocess.run([candidate, "-c", "import sys; print(sys.version_info[:2])"], capture_output=True,
+                         text=True, check=False).stdout.strip()
+    return candidate if out == str(tuple(sys.version_info[:2])) else None
+
+
+@pytest.fixture
+def nobody_home():
+    """A folder `nobody` owns and can reach (pytest's tmp_path is root's, mode 0700)."""
+    import shutil as _shutil
+    import tempfile as _tempfile
+    home = Path(_tempfile.mkdtemp(prefix="pgfactory-nobody-", dir="/tmp"))
+    os.chown(home, 65534, 65534)
+    try:
+        yield home
+    finally:
+        _shutil.rmtree(home, ignore_errors=True)
+
+
+def test_works_as_a_normal_user(nobody_home):
+    """As root the kit runs PostgreSQL as a service user; as anyone else it runs it as that user.
+    Run the kit as `nobody` to cover the second path too."""
+    import site
+    if os.geteuid() != 0:
+        pytest.skip("already a normal user: the whole suite covers this path")
+    python = _normal_user_python()
+    if python is None:
+        pytest.skip("no system python3 of this version for a normal user")
+    site_packages = site.getsitepackages()[0]
+    as_nobody = {"user": 65534, "group": 65534, "extra_groups": [], "cwd": "/"}
+    probe = subprocess.run(["test", "-r", str(ROOT / "pgfactory_kit" / "server.py"), "-a", "-r", site_packages],
+                           check=False, **as_nobody)
+    if probe.returncode != 0:
+        pytest.skip("the project or its packages are not readable by `nobody` here")
+    home = nobody_home
+    script = (
+        "import os, psycopg2\n"
+        "from pgfactory_kit.server import LocalServer\n"
+        f"s = LocalServer(data_dir={str(home / 'data')!r}, port={free_port()})\n"
+        "settings = s.start()\n"
+        "conn = psycopg2.connect(**settings.connect_kwargs())\n"
+        "cur = conn.cursor(); cur.execute('SELECT current_user, count(*) > 0 FROM mytable')\n"
+        "print(os.geteuid(), cur.fetchone(), s.status().running, os.stat(s.data_dir).st_uid == os.geteuid())\n"
+        "conn.close(); s.destroy()\n")
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "PYTHONPATH": f"{ROOT}:{site_packages}", "LC_ALL": "C"}
+    result = subprocess.run([python, "-c", script], capture_output=True, text=True, env=env, timeout=120,
+                            check=False, **as_nobody)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "65534 ('myuser', True) True True"
+    assert not (home / "data").exists()
