@@ -9,8 +9,8 @@ import argparse
 import importlib
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from .errors import ServerError
 from .server import LocalServer

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import psycopg2
 import psycopg2.extensions
@@ -38,7 +39,7 @@ class KitConnection(psycopg2.extensions.connection):
             self.rollbacks += rollbacks
             self.round_trips += statements + commits + rollbacks
 
-    def cursor(self, *args: Any, **kwargs: Any) -> "psycopg2.extensions.cursor":
+    def cursor(self, *args: Any, **kwargs: Any) -> psycopg2.extensions.cursor:
         cursor_factory = kwargs.get("cursor_factory") or self.cursor_factory or psycopg2.extensions.cursor
         kwargs["cursor_factory"] = _counting_cursor_class(cursor_factory)
         return super().cursor(*args, **kwargs)
@@ -126,7 +127,7 @@ def make_factory(
     if cursor_factory is not None:
         kwargs["cursor_factory"] = cursor_factory
 
-    def connection_factory_fn() -> "psycopg2.extensions.connection":
+    def connection_factory_fn() -> psycopg2.extensions.connection:
         try:
             conn = psycopg2.connect(**kwargs)
         except psycopg2.OperationalError as exc:

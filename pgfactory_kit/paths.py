@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 STATE_DIR_NAME = ".pgfactory"
 ENV_FILE_NAME = "kit.env"

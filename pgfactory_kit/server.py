@@ -21,20 +21,18 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import psycopg2
 from psycopg2 import sql
 
 from . import paths
-from .errors import (BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError,
-                     ServerStartError)
+from .errors import BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError, ServerStartError
 from .scram import md5_verifier, password_matches, scram_verifier
 from .service_user import RunAs, current_runas, reachable_bin_dir, relocated_path
-from .settings import (DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings,
-                       pgpass_line)
+from .settings import DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings, pgpass_line
 
 ADMIN_USER = "pgfactory_admin"
 ADMIN_PASSWORD_FILE = "pgfactory_admin.pass"
@@ -524,7 +522,7 @@ def _ensure_role(cur: psycopg2.extensions.cursor, role: str, password: str | Non
     cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(role)), (verifier,))
 
 
-def _connect_when_ready(settings: ConnectionSettings, timeout_s: float = 30.0) -> "psycopg2.extensions.connection":
+def _connect_when_ready(settings: ConnectionSettings, timeout_s: float = 30.0) -> psycopg2.extensions.connection:
     """Connect, retrying while the server says it is starting up."""
     deadline = time.monotonic() + timeout_s
     while True:

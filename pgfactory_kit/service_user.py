@@ -16,6 +16,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .errors import ServerError
+
 SERVICE_USER = os.environ.get("PGFACTORY_SERVICE_USER", "pgfactory")
 RELOCATION_ROOT = Path(os.environ.get("PGFACTORY_SYSTEM_DIR", "/var/lib/pgfactory-kit"))
 
@@ -79,10 +81,10 @@ def ensure_service_user(name: str = SERVICE_USER) -> RunAs:
                "--shell", "/usr/sbin/nologin", "--user-group", name]
         result = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if result.returncode != 0 and "already exists" not in result.stderr:
-            raise RuntimeError(
+            raise ServerError(
                 f"PostgreSQL refuses to run as root, so the kit needs a system user {name!r} to run it, "
                 f"and creating it failed: {result.stderr.strip()}. Create it yourself "
-                f"(`useradd --system {name}`) or run the kit as a normal user.")
+                f"(`useradd --system {name}`) or run the kit as a normal user.") from None
         entry = pwd.getpwnam(name)
     return RunAs(uid=entry.pw_uid, gid=grp.getgrgid(entry.pw_gid).gr_gid, name=name)
 
@@ -108,7 +110,7 @@ def reachable_bin_dir(bin_dir: Path, runas: RunAs) -> Path:
         os.chmod(RELOCATION_ROOT, 0o755)
         os.chmod(target.parent, 0o755)
         shutil.copytree(install, target, symlinks=True)
-        for folder, dirs, files in os.walk(target):
+        for folder, _dirs, _files in os.walk(target):
             os.chmod(folder, 0o755)
         marker.write_text(str(install))
     return target / "bin"

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from .paths import find_upwards, kit_env_file
@@ -73,7 +74,7 @@ class ConnectionSettings:
 
     # ----------------------------------------------------------------- constructors
     @classmethod
-    def from_dsn(cls, dsn: str) -> "ConnectionSettings":
+    def from_dsn(cls, dsn: str) -> ConnectionSettings:
         """Parse a ``postgresql://`` URL or a libpq ``key=value`` string.
 
         Raises ValueError saying what is wrong; the password is never echoed.
@@ -89,7 +90,7 @@ class ConnectionSettings:
         return cls._from_params(params)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> "ConnectionSettings":
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ConnectionSettings:
         """Settings from, in order: PGFACTORY_DSN / DATABASE_URL; libpq's PG* variables; the env file
         written by ``pgfactory-kit up``; ``.env`` (the docker-compose credentials); the kit's defaults."""
         env = os.environ if environ is None else environ
@@ -111,7 +112,7 @@ class ConnectionSettings:
         return cls(password=pg_vars.get("PGPASSWORD", DEFAULT_PASSWORD))
 
     @classmethod
-    def from_env_file(cls, path: str | os.PathLike[str]) -> "ConnectionSettings":
+    def from_env_file(cls, path: str | os.PathLike[str]) -> ConnectionSettings:
         """Read a file of ``PGHOST=…`` lines as written by ``pgfactory-kit up``.
 
         The password comes from ``PGPASSWORD`` or from the pgpass file that ``PGPASSFILE`` names."""
@@ -119,7 +120,7 @@ class ConnectionSettings:
         return cls._from_pg_vars(values, base=Path(path).parent)
 
     @classmethod
-    def from_compose_env(cls, path: str | os.PathLike[str]) -> "ConnectionSettings":
+    def from_compose_env(cls, path: str | os.PathLike[str]) -> ConnectionSettings:
         """Read docker-compose's ``.env`` (POSTGRES_USER / POSTGRES_PASSWORD / POSTGRES_DB / POSTGRES_PORT)."""
         values = read_env_file(path)
         return cls(
@@ -131,7 +132,7 @@ class ConnectionSettings:
         )
 
     @classmethod
-    def _from_pg_vars(cls, values: Mapping[str, str], base: Path | None = None) -> "ConnectionSettings":
+    def _from_pg_vars(cls, values: Mapping[str, str], base: Path | None = None) -> ConnectionSettings:
         params = {key: values[var] for var, key in _PG_ENV.items() if values.get(var)}
         settings = cls._from_params({k: v for k, v in params.items() if k != "passfile"})
         if settings.password is None and params.get("passfile"):
@@ -144,7 +145,7 @@ class ConnectionSettings:
         return settings
 
     @classmethod
-    def _from_params(cls, params: Mapping[str, str]) -> "ConnectionSettings":
+    def _from_params(cls, params: Mapping[str, str]) -> ConnectionSettings:
         kwargs: dict[str, Any] = {}
         for key in ("host", "port", "dbname", "user", "password", "sslmode",
                     "connect_timeout", "application_name"):
@@ -191,7 +192,7 @@ class ConnectionSettings:
         tail = ("?" + "&".join(query)) if query else ""
         return f"postgresql://{netloc}/{quote(self.dbname, safe='')}{tail}"
 
-    def with_(self, **changes: Any) -> "ConnectionSettings":
+    def with_(self, **changes: Any) -> ConnectionSettings:
         """A copy with some fields changed (``dataclasses.replace`` under a friendlier name)."""
         return replace(self, **changes)
 
@@ -335,7 +336,7 @@ def read_pgpass(path: Path, settings: ConnectionSettings) -> str | None:
         if len(fields) != 5:
             continue
         fields = [f.replace("\\:", ":").replace("\\\\", "\\") for f in fields]
-        if all(f in ("*", w) for f, w in zip(fields[:4], wanted)):
+        if all(f in ("*", w) for f, w in zip(fields[:4], wanted, strict=True)):
             return fields[4]
     return None
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import psycopg2
 import pytest
@@ -47,7 +47,7 @@ def factory(settings: ConnectionSettings):
 
 
 @pytest.fixture
-def admin_conn(server: LocalServer) -> Iterator["psycopg2.extensions.connection"]:
+def admin_conn(server: LocalServer) -> Iterator[psycopg2.extensions.connection]:
     """A superuser connection (autocommit) for looking at and poking the server."""
     conn = psycopg2.connect(**server.admin_settings("mydatabase").connect_kwargs())
     conn.autocommit = True
