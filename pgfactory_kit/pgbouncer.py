@@ -21,7 +21,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 import psycopg2
 
 from .errors import ServerError
+from .processes import pid_alive, read_text, tail, wait_until
 from .scram import scram_verifier
 from .server import LocalServer
 from .service_user import RELOCATION_ROOT, RunAs, current_runas, relocated_path
@@ -178,7 +178,7 @@ class LocalPgBouncer:
                                 (signal.SIGKILL, STOP_TIMEOUT_S)):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, sig)
-                if _wait_until(lambda: not _pid_alive(pid), wait_s):
+                if wait_until(lambda: not pid_alive(pid), wait_s):
                     break
             with contextlib.suppress(FileNotFoundError):
                 (real / PID_FILE).unlink()
@@ -341,12 +341,12 @@ class LocalPgBouncer:
                                     **runas.popen_kwargs())
             out.seek(0)
             output = out.read()
-        ready = result.returncode == 0 and _wait_until(
+        ready = result.returncode == 0 and wait_until(
             lambda: self._running_pid(real) is not None and not _port_free(self.host, self.port), START_TIMEOUT_S)
         if not ready:
             raise PgBouncerError(
                 f"PgBouncer did not come up on {self.host}:{self.port} (exit code {result.returncode}).\n"
-                f"{_tail(output)}\nLast lines of {real / LOG_FILE}:\n{_tail(_read(real / LOG_FILE))}\n"
+                f"{tail(output)}\nLast lines of {real / LOG_FILE}:\n{tail(read_text(real / LOG_FILE))}\n"
                 "What to do: read the lines above; `pgfactory-kit down` then `pgfactory-kit up --pgbouncer` retries.")
 
     def _running_pid(self, real: Path) -> int | None:
@@ -355,7 +355,7 @@ class LocalPgBouncer:
             pid = int((real / PID_FILE).read_text().split()[0])
         except (OSError, ValueError, IndexError):
             return None
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -404,36 +404,3 @@ def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return sock.getsockname()[1]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
-def _wait_until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _tail(text: str, lines: int = 15) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])

@@ -30,6 +30,7 @@ from psycopg2 import sql
 
 from . import paths
 from .errors import BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError, ServerStartError
+from .processes import pid_alive, read_text, tail, wait_until
 from .scram import md5_verifier, password_matches, scram_verifier
 from .service_user import RunAs, current_runas, reachable_bin_dir, relocated_path
 from .settings import DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings, pgpass_line
@@ -166,9 +167,9 @@ class LocalServer:
                 bin_dir = reachable_bin_dir(find_bin_dir(self._bin_dir_arg), current_runas())
                 result = self._run([str(bin_dir / "pg_ctl"), "stop", "-D", str(real), "-m", "fast",
                                     "-w", "-t", "30", "-s"], current_runas(), check=False)
-                if result.returncode != 0 and _pid_alive(pid):
+                if result.returncode != 0 and pid_alive(pid):
                     os.kill(pid, signal.SIGQUIT)
-                    _wait_until(lambda: not _pid_alive(pid), 10)
+                    wait_until(lambda: not pid_alive(pid), 10)
             self._recover_from_crash(real)
 
     def restart(self) -> ConnectionSettings:
@@ -316,7 +317,7 @@ class LocalServer:
                                 "--locale=C", "--no-instructions"], runas, check=False)
         if result.returncode != 0:
             raise ServerStartError(
-                f"initdb failed for {real}:\n{_tail(result.stdout + result.stderr)}\n"
+                f"initdb failed for {real}:\n{tail(result.stdout + result.stderr)}\n"
                 "What to do: check free disk space and permissions; delete the folder and retry.")
         secret = real / ADMIN_PASSWORD_FILE
         secret.write_text(admin_password + "\n")
@@ -393,7 +394,7 @@ class LocalServer:
             pid = int((real / "postmaster.pid").read_text().splitlines()[0])
         except (OSError, ValueError, IndexError):
             return None
-        if not _pid_alive(pid):
+        if not pid_alive(pid):
             return None
         try:
             if Path(f"/proc/{pid}/cwd").resolve() != real.resolve():
@@ -408,7 +409,7 @@ class LocalServer:
         for pid in orphans:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-        _wait_until(lambda: not any(_pid_alive(p) for p in orphans), 10)
+        wait_until(lambda: not any(pid_alive(p) for p in orphans), 10)
         if self._running_pid(real):
             return
         with contextlib.suppress(FileNotFoundError):
@@ -418,7 +419,7 @@ class LocalServer:
                 owner = int(lock.read_text().splitlines()[0])
             except (OSError, ValueError, IndexError):
                 owner = 0
-            if not owner or not _pid_alive(owner):
+            if not owner or not pid_alive(owner):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
                 with contextlib.suppress(FileNotFoundError):
@@ -441,7 +442,7 @@ class LocalServer:
         if result.returncode != 0 or not self._running_pid(real):
             raise ServerStartError(
                 f"PostgreSQL failed to start on {self.host}:{self.port} (data {self.data_dir}).\n"
-                f"Last lines of {log}:\n{_tail(_read(log))}\n{_tail(result.stderr)}\n"
+                f"Last lines of {log}:\n{tail(read_text(log))}\n{tail(result.stderr)}\n"
                 "What to do: read the log lines above; `pgfactory-kit down` then `pgfactory-kit up` retries.")
 
     def _bootstrap(self, real: Path) -> None:
@@ -495,7 +496,7 @@ class LocalServer:
             err.seek(0)
             completed = subprocess.CompletedProcess(cmd, result.returncode, out.read(), err.read())
         if check and completed.returncode != 0:
-            raise ServerError(f"{Path(cmd[0]).name} failed: {_tail(completed.stderr)}")
+            raise ServerError(f"{Path(cmd[0]).name} failed: {tail(completed.stderr)}")
         return completed
 
 
@@ -543,17 +544,6 @@ def _supports_ssl(bin_dir: Path) -> bool:
     return "--with-openssl" in out or "--with-ssl=openssl" in out
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie is not alive
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def _pids_with_cwd(folder: Path) -> list[int]:
@@ -569,23 +559,3 @@ def _pids_with_cwd(folder: Path) -> list[int]:
         except OSError:
             continue
     return found
-
-
-def _wait_until(condition, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.05)
-    return condition()
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    return "\n".join(text.strip().splitlines()[-lines:])

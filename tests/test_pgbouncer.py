@@ -16,6 +16,7 @@ import pytest
 from pgfactory_kit import pgbouncer as pgb
 from pgfactory_kit.cli import main
 from pgfactory_kit.pgbouncer import LocalPgBouncer, PgBouncerMissingError, find_pgbouncer, scram_verifier
+from pgfactory_kit.processes import pid_alive
 from pgfactory_kit.server import LocalServer
 
 from .conftest import free_port
@@ -219,7 +220,7 @@ def test_stop_ends_the_process_and_destroy_removes_every_file(server):
     other.start()
     pid, real = other.status().pid, other.dir.resolve()
     other.stop()
-    assert not pgb._pid_alive(pid) and pgb._port_free("127.0.0.1", other.port)
+    assert not pid_alive(pid) and pgb._port_free("127.0.0.1", other.port)
     assert "stopped" in other.describe()
     other.stop()  # idempotent
     other.destroy()
