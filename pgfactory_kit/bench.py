@@ -128,7 +128,6 @@ def ensure_bench_database(server: Any) -> str:
     readable and writable by the roles of every auth method. Returns its name."""
     from psycopg2 import errors, sql
 
-    from .server import AUTH_ROLES, SQL_DIR
     admin = psycopg2.connect(**server.admin_settings().connect_kwargs())
     try:
         admin.autocommit = True
@@ -141,18 +140,7 @@ def ensure_bench_database(server: Any) -> str:
                                                                                sql.Identifier(owner)))
     finally:
         admin.close()
-    conn = psycopg2.connect(**server.settings().with_(dbname=BENCH_DATABASE).connect_kwargs())
-    try:
-        with conn, conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('mytable') IS NOT NULL")
-            if not cur.fetchone()[0]:
-                for script in sorted(SQL_DIR.glob("*.sql")):
-                    cur.execute(script.read_text(encoding="utf-8"))
-                roles = sql.SQL(", ").join(sql.Identifier(r) for r in AUTH_ROLES.values())
-                cur.execute(sql.SQL("GRANT SELECT, INSERT ON mytable TO {}").format(roles))
-                cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE mytable_id_seq TO {}").format(roles))
-    finally:
-        conn.close()
+    server.seed_lesson_table(BENCH_DATABASE)
     return BENCH_DATABASE
 
 

@@ -462,7 +462,12 @@ class LocalServer:
                         sql.Identifier(DEFAULT_DBNAME), sql.Identifier(DEFAULT_USER)))
         finally:
             conn.close()
-        conn = psycopg2.connect(**self.settings().connect_kwargs())
+        self.seed_lesson_table(DEFAULT_DBNAME)
+
+    def seed_lesson_table(self, dbname: str) -> None:
+        """Create and seed ``mytable`` in ``dbname`` (as the lesson role, from ``data/initdb``) and let the
+        auth-method roles read and write it. Safe to repeat."""
+        conn = psycopg2.connect(**self.settings().with_(dbname=dbname).connect_kwargs())
         try:
             with conn, conn.cursor() as cur:
                 for script in sorted(SQL_DIR.glob("*.sql")):
