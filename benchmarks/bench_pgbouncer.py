@@ -18,7 +18,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -27,14 +26,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
+from results_file import RESULTS, replace_block
 
 from pgfactory_kit.pgbouncer import LocalPgBouncer, find_pgbouncer
 from pgfactory_kit.server import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## PgBouncer"
-START, END = "<!-- bench_pgbouncer:start -->", "<!-- bench_pgbouncer:end -->"
 
 
 def free_port() -> int:
@@ -163,16 +161,9 @@ def main(argv: list[str] | None = None) -> int:
 def write_section(table: str, notes: str, command: str, machine_text: str, repeats: int, connects: int) -> None:
     """Replace the measured part of the PgBouncer section (between markers); keep everything else."""
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    measured = (f"{START}\nCommand: `{command}` — {when}; medians of {repeats} interleaved repeats of {connects} "
-                f"operations per contender.\nMachine: {machine_text}.\n\n{table}\n\n{notes}\n{END}")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if START in text:
-        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _: measured, text, flags=re.S)
-    elif SECTION in text:
-        text = text.replace(SECTION + "\n", SECTION + "\n\n" + measured + "\n", 1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{measured}\n"
-    RESULTS.write_text(text)
+    replace_block("bench_pgbouncer", SECTION,
+                  f"Command: `{command}` — {when}; medians of {repeats} interleaved repeats of {connects} "
+                  f"operations per contender.\nMachine: {machine_text}.\n\n{table}\n\n{notes}")
 
 
 if __name__ == "__main__":

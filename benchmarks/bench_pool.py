@@ -19,7 +19,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import re
 import socket
 import statistics
 import sys
@@ -31,11 +30,11 @@ from pathlib import Path
 
 import psycopg2
 import psycopg2.pool
+from results_file import RESULTS, replace_block
 
 from pgfactory_kit import ConnectionPool, make_factory
 from pgfactory_kit.server import LocalServer
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 SECTION = "## Pool"
 THREADS, CONNS = 16, 4
 
@@ -331,20 +330,12 @@ def fmt(values: list[float], digits: int = 2) -> str:
 def write_section(table: str, notes: str, command: str, machine_text: str, args: argparse.Namespace) -> None:
     """Replace the measured part of the Pool section (kept between markers); keep everything else."""
     when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    measured = (f"<!-- bench_pool:start -->\nCommand: `{command}` — {when}. Scenarios 1–2: medians of "
-                f"{args.rounds} interleaved rounds ({args.cycles} checkouts each) / of {args.rounds * args.queries} "
-                f"per-op timings rotating one by one (same backend for all sides); "
-                f"scenario 3: medians of {args.repeats} interleaved repeats ({args.per_thread} queries per "
-                f"thread).\nMachine: {machine_text}.\n\n{table}\n\n{notes}\n<!-- bench_pool:end -->")
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if "<!-- bench_pool:start -->" in text:
-        text = re.sub(r"<!-- bench_pool:start -->.*?<!-- bench_pool:end -->", lambda _: measured, text,
-                      flags=re.S)
-    elif SECTION in text:
-        text = text.replace(SECTION + "\n", SECTION + "\n\n" + measured + "\n", 1)
-    else:
-        text = text.rstrip("\n") + f"\n\n{SECTION}\n\n{measured}\n"
-    RESULTS.write_text(text)
+    body = (f"Command: `{command}` — {when}. Scenarios 1–2: medians of "
+            f"{args.rounds} interleaved rounds ({args.cycles} checkouts each) / of {args.rounds * args.queries} "
+            f"per-op timings rotating one by one (same backend for all sides); "
+            f"scenario 3: medians of {args.repeats} interleaved repeats ({args.per_thread} queries per "
+            f"thread).\nMachine: {machine_text}.\n\n{table}\n\n{notes}")
+    replace_block("bench_pool", SECTION, body)
 
 
 if __name__ == "__main__":
