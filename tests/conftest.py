@@ -1,6 +1,7 @@
 """Shared fixtures: a real PostgreSQL that the tests start themselves on 127.0.0.1."""
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 from collections.abc import Iterator
@@ -22,16 +23,22 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """The test session's own LocalServer (fresh data dir, free port); destroyed at the end."""
-    data_dir = tmp_path_factory.mktemp("pg") / "data"
-    srv = LocalServer(data_dir=data_dir, port=free_port(), max_connections=120)
+@contextlib.contextmanager
+def started_server(tmp_path_factory: pytest.TempPathFactory, name: str, **options) -> Iterator[LocalServer]:
+    """A LocalServer of the caller's own (fresh data dir, free port), destroyed afterwards."""
+    srv = LocalServer(data_dir=tmp_path_factory.mktemp(name) / "data", port=free_port(), **options)
     srv.start()
     try:
         yield srv
     finally:
         srv.destroy()
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
+    """The test session's own LocalServer (fresh data dir, free port); destroyed at the end."""
+    with started_server(tmp_path_factory, "pg", max_connections=120) as srv:
+        yield srv
 
 
 @pytest.fixture(scope="session")

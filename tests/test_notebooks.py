@@ -15,7 +15,7 @@ import pytest
 from pgfactory_kit.notebook_tools import EXPECTED_KEY, is_checked, with_expected_outputs
 from pgfactory_kit.server import LocalServer
 
-from .conftest import free_port
+from .conftest import started_server
 
 ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
@@ -50,12 +50,8 @@ def notebook_env(server: LocalServer, **extra: str) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """A server of the notebooks' own: 07 restarts it, 01 counts its sessions exactly."""
-    srv = LocalServer(data_dir=tmp_path_factory.mktemp("nbpg") / "data", port=free_port(), password=PASSWORD)
-    srv.start()
-    try:
+    with started_server(tmp_path_factory, "nbpg", password=PASSWORD) as srv:
         yield srv
-    finally:
-        srv.destroy()
 
 
 # ------------------------------------------------------------------------------ stored clean, built to the template

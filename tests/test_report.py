@@ -16,7 +16,7 @@ from pgfactory_kit.notebook_tools import Execution
 from pgfactory_kit.report import _link_pages, find_notebooks, write_index, write_page
 from pgfactory_kit.server import LocalServer
 
-from .conftest import free_port
+from .conftest import started_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS = find_notebooks(ROOT / "notebooks")
@@ -26,12 +26,8 @@ REPORT_BOUND_S = 600  # a hard bound for all lessons in quick mode
 
 @pytest.fixture(scope="module")
 def report_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    srv = LocalServer(data_dir=tmp_path_factory.mktemp("reportpg") / "data", port=free_port(), password=PASSWORD)
-    srv.start()
-    try:
+    with started_server(tmp_path_factory, "reportpg", password=PASSWORD) as srv:
         yield srv
-    finally:
-        srv.destroy()
 
 
 @pytest.fixture(scope="module")
