@@ -2,7 +2,7 @@
 
 What it promises (docs/pool.md says why):
 - an exhausted pool makes callers wait, first come first served, up to ``timeout``;
-- connections are opened outside the pool's lock; the lock is only held for list operations;
+- connections are opened outside the pool's lock, which is never held during I/O;
 - a returned connection is reset (open or failed transaction rolled back, optional ``reset``
   callback); a closed, broken, foreign or twice-returned connection is never handed out again;
 - stale connections are caught at checkout and silently replaced: one idle for ``check_after``
@@ -13,6 +13,24 @@ What it promises (docs/pool.md says why):
 - a connection a borrower drops without returning is noticed by a weak reference when it is
   garbage collected: the slot is reclaimed with a warning (its socket is closed by psycopg2);
 - after ``os.fork()`` the child neither uses nor closes the parent's sockets (see pool_fork).
+
+How threads share it (docs/pool.md, "How threads share it"). The everyday checkout and return
+take no lock: each is one atomic operation on a built-in container (in CPython a single
+``list.pop``, ``list.append``, ``set.add`` or ``set.remove`` runs without interruption), and
+whoever wins it owns the connection's record:
+- ``_idle`` is a stack of idle records; popping one makes the popper its only owner
+  (a borrower, ``close()``, or the retirement of an idle connection);
+- ``_lent`` is the set of records of lent connections; a return claims the record by removing
+  it, so of two returns of one connection exactly one succeeds, and the weak reference's
+  callback reclaims a dropped connection only if no return claimed it. (A set, not a dict keyed
+  by ``id(conn)``: adding and removing the same keys reuses its slots, where a dict keeps
+  growing and rebuilding its table.)
+Everything else (waiting, opening, discarding, closing, counting) happens under ``_lock``.
+Waiting without lost wake-ups: a waiter is queued under the lock and then matches queued
+waiters with idle connections; a lock-free return pushes its connection and *then* looks for
+waiters. The GIL runs one step at a time, so of these two second looks at least one sees the
+other side's step, and the match is made under the lock (tests/test_pool_races.py forces both
+orders).
 """
 from __future__ import annotations
 
@@ -42,30 +60,29 @@ Connection = psycopg2.extensions.connection
 logger = logging.getLogger(__name__)
 
 _IDLE_TX = psycopg2.extensions.TRANSACTION_STATUS_IDLE
-_UNKNOWN_TX = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
+_UNKNOWN_TX = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN  # also what a closed connection reports
 _NAMES = itertools.count(1)
 # A connection returned less than this many seconds ago is handed out with no check at all (no
 # syscall): the hot path of a busy pool. The chance that the server dropped it in between is tiny,
 # and that failure looks like any connection lost mid-query.
 TRUST_WINDOW = 0.01
-_COUNTERS = ("requests_num", "requests_queued", "requests_wait_ms", "requests_errors", "connections_num",
+_COUNTERS = ("requests_queued", "requests_wait_ms", "requests_errors", "connections_num",
              "connections_ms", "connections_errors", "connections_lost", "returns_bad")
-# A connection's life in the pool.
-_IDLE, _BORROWED, _RETURNING, _GONE = range(4)
 
 
 class _Record:
     """What the pool knows about one of its connections."""
 
-    __slots__ = ("ref", "hold", "fd", "poller", "state", "last_used", "check_at", "expires", "max_idle",
-                 "__weakref__")
+    __slots__ = ("ref", "key", "hold", "fd", "poller", "lends", "last_used", "check_at", "expires",
+                 "max_idle", "__weakref__")
 
     def __init__(self, conn: Connection, pool: ConnectionPool, now: float) -> None:
         self.ref = weakref.ref(conn, _on_collected(weakref.ref(pool), self))
+        self.key = id(conn)  # the key in the pool's _records
         self.hold: Connection | None = None  # the pool's strong reference, only while idle
         self.fd = conn.fileno()
         self.poller = make_poller(conn)
-        self.state = _BORROWED
+        self.lends = 0  # lock-free checkouts, counted by the owner; stats() adds them up
         self.last_used = now
         self.expires = now + pool.max_lifetime * random.uniform(0.9, 1.0)
         self.check_at = min(now + pool._trust, self.expires)  # handed out unchecked until then
@@ -75,11 +92,14 @@ class _Record:
 def _on_collected(pool_ref: weakref.ref, rec: _Record) -> Callable[[Any], None]:
     """The weakref callback: a borrowed connection was garbage collected without putconn()."""
     def callback(_ref: Any) -> None:
-        if rec.state not in (_BORROWED, _RETURNING):
-            return
-        rec.state = _GONE
         pool = pool_ref()
-        if pool is None or pool._closed:
+        if pool is None:
+            return
+        try:
+            pool._lent.remove(rec)  # claimed like a return: a returned, idle or forgotten one is not there
+        except KeyError:
+            return
+        if pool._closed:
             return
         pool._lost.append(rec)
         pool._reclaim_soon()
@@ -96,39 +116,65 @@ def _on_collected(pool_ref: weakref.ref, rec: _Record) -> Callable[[Any], None]:
 class _Waiter:
     """A client waiting for a connection; the pool hands one over directly (FIFO, no stampede)."""
 
-    __slots__ = ("lock", "conn", "error")
+    __slots__ = ("lock", "conn", "rec", "error")
 
     def __init__(self) -> None:
         self.lock = _thread.allocate_lock()
         self.lock.acquire()
         self.conn: Connection | None = None
+        self.rec: _Record | None = None
         self.error: BaseException | None = None
 
-    def wake(self, conn: Connection | None = None, error: BaseException | None = None) -> None:
-        self.conn, self.error = conn, error
+    def wake(self, conn: Connection | None = None, rec: _Record | None = None,
+             error: BaseException | None = None) -> None:
+        self.conn, self.rec, self.error = conn, rec, error
         self.lock.release()
 
 
 class _Lend:
     """``with pool.connection() as conn``: commit on success, roll back on error, return."""
 
-    __slots__ = ("pool", "timeout", "conn")
+    __slots__ = ("pool", "timeout", "conn", "rec")
 
     def __init__(self, pool: ConnectionPool, timeout: float | None) -> None:
-        self.pool, self.timeout, self.conn = pool, timeout, None
+        self.pool, self.timeout, self.conn, self.rec = pool, timeout, None, None
 
     def __enter__(self) -> Connection:
-        self.conn = self.pool.getconn(self.timeout)
-        return self.conn
+        pool = self.pool
+        try:
+            rec = pool._idle.pop()  # getconn()'s hot path, inlined
+        except IndexError:
+            self.conn = conn = pool._getconn_slow(pool.timeout if self.timeout is None else self.timeout)
+            self.rec = None
+            return conn
+        conn, rec.hold = rec.hold, None
+        rec.lends += 1
+        pool._lent.add(rec)
+        if monotonic() >= rec.check_at or pool._closed:
+            conn = pool._check_out(conn, rec, pool.timeout if self.timeout is None else self.timeout)
+            rec = None
+        self.conn, self.rec = conn, rec
+        return conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
-        conn, self.conn = self.conn, None
-        try:
+        conn, rec, self.conn, self.rec = self.conn, self.rec, None, None
+        pool = self.pool
+        status = conn.get_transaction_status()
+        if exc_type is None and status != _IDLE_TX and status != _UNKNOWN_TX:
             # Commit only if a transaction is open: a no-op commit() still costs psycopg2 a GIL release.
-            if exc_type is None and not conn.closed and conn.get_transaction_status() != _IDLE_TX:
+            try:
                 conn.commit()
-        finally:
-            self.pool.putconn(conn)  # rolls back whatever is still open
+            except BaseException:
+                pool.putconn(conn)
+                raise
+            status = _IDLE_TX
+        if rec is None:  # checked out on a slow path
+            rec = pool._records.get(id(conn))
+        try:
+            pool._lent.remove(rec)  # putconn()'s hot path, inlined: claim the return
+        except KeyError:
+            raise ValueError(pool._bad_return(conn)) from None
+        pool._give_back(conn, rec, status, False)
 
 
 class ConnectionPool:
@@ -164,8 +210,7 @@ class ConnectionPool:
             for _ in range(min_size):
                 with self._lock:
                     self._size += 1
-                conn = self._open()
-                self._add_to_pool(conn, self._records[id(conn)])
+                self._add_to_pool(*self._open())
         except BaseException:
             self.close()
             raise
@@ -173,6 +218,7 @@ class ConnectionPool:
     def _init_state(self) -> None:
         self._lock = threading.Lock()
         self._idle: list[_Record] = []  # a stack: the most recently used connection goes out first
+        self._lent: set[_Record] = set()  # the records of lent connections
         self._records: dict[int, _Record] = {}  # id(conn) -> record, for every connection of the pool
         self._waiting: collections.deque[_Waiter] = collections.deque()
         self._lost: collections.deque[_Record] = collections.deque()
@@ -193,19 +239,16 @@ class ConnectionPool:
 
         Give it back with ``putconn``. Raises PoolTimeout, or PoolClosed after ``close()``.
         """
-        lock = self._lock
-        lock.acquire()
-        self._requests_num += 1
-        idle = self._idle  # empty once closed
-        if idle:  # the hot path: no syscall, no allocation for a recently used connection
-            rec = idle.pop()
-            conn, rec.hold, rec.state = rec.hold, None, _BORROWED
-            lock.release()
-            if monotonic() < rec.check_at or self._fit(conn, rec, monotonic()):
-                return conn
-        else:
-            lock.release()
-        return self._getconn_slow(self.timeout if timeout is None else timeout)
+        try:
+            rec = self._idle.pop()  # the hot path: no lock, no syscall, no allocation
+        except IndexError:
+            return self._getconn_slow(self.timeout if timeout is None else timeout)
+        conn, rec.hold = rec.hold, None
+        rec.lends += 1
+        self._lent.add(rec)
+        if monotonic() < rec.check_at and not self._closed:
+            return conn
+        return self._check_out(conn, rec, self.timeout if timeout is None else timeout)
 
     def putconn(self, conn: Connection, close: bool = False) -> None:
         """Give back a borrowed connection; it is reset, or closed if it is broken or ``close``.
@@ -213,48 +256,24 @@ class ConnectionPool:
         Returning a connection that is not this pool's, or returning one twice, raises
         ValueError and leaves the pool unharmed.
         """
-        now = monotonic()
         try:
-            plain = not close and not conn.closed and conn.get_transaction_status() == _IDLE_TX
+            status = conn.get_transaction_status()
         except AttributeError:
             raise TypeError(f"pool {self.name!r}: putconn() expects a connection it gave out, "
                             f"not {type(conn).__name__}") from None
-        with self._lock:
-            rec = self._records.get(id(conn))
-            # No identity check needed here: a record whose connection was freed is already _GONE.
-            if rec is None or rec.state != _BORROWED:
-                problem = self._bad_return(conn, rec)
-            elif plain and self._plain_returns and now < rec.expires:
-                # The hot path: nothing to reset; inlined _give() (this runs on every return).
-                rec.last_used = now
-                check_at = now + self._trust
-                rec.check_at = check_at if check_at < rec.expires else rec.expires
-                if self._waiting:
-                    self._waiting.popleft().wake(conn)
-                    return
-                rec.state, rec.hold = _IDLE, conn
-                idle = self._idle
-                idle.append(rec)
-                oldest = idle[0]
-                if now - oldest.last_used <= oldest.max_idle or self._size <= self.min_size:
-                    return
-                retired = self._retire_oldest_idle()
-                problem = None
-            else:
-                rec.state = _RETURNING
-                problem = retired = None
-        if problem is not None:
-            raise ValueError(problem)
-        if retired is not None:
-            close_quietly(retired)  # the bottom of the idle stack, past its max_idle
-            return
-        self._return_slow(conn, rec, close, now)
+        rec = self._records.get(id(conn))
+        try:
+            self._lent.remove(rec)  # claims the return: of two returns of one borrow, one succeeds
+        except KeyError:
+            raise ValueError(self._bad_return(conn)) from None
+        self._give_back(conn, rec, status, close)
 
     def stats(self) -> dict[str, int]:
         """Counters named like psycopg_pool's ``get_stats()`` (same meaning where both have a key)."""
         with self._lock:
             stats = {"pool_min": self.min_size, "pool_max": self.max_size, "pool_size": self._size,
-                     "pool_available": len(self._idle), "requests_waiting": len(self._waiting)}
+                     "pool_available": len(self._idle), "requests_waiting": len(self._waiting),
+                     "requests_num": self._requests_num + sum(rec.lends for rec in self._records.values())}
             for key in _COUNTERS:
                 stats[key] = int(getattr(self, "_" + key))
         return stats
@@ -266,16 +285,11 @@ class ConnectionPool:
                 return
             self._closed = True
             self._plain_returns = False
-            idle, self._idle = self._idle, []
+            idle = self._drain_idle()
             waiting, self._waiting = self._waiting, collections.deque()
-            for rec in idle:
-                rec.state = _GONE
-                self._records.pop(id(rec.hold), None)
-            self._size -= len(idle)
         for waiter in waiting:
             waiter.wake(error=PoolClosed(f"pool {self.name!r} was closed while this request waited"))
-        for rec in idle:
-            conn, rec.hold = rec.hold, None
+        for conn in idle:
             close_quietly(conn)
         pool_fork.unregister(self)
 
@@ -291,39 +305,55 @@ class ConnectionPool:
         self.close()
 
     # ------------------------------------------------------------------ checkout
-    def _getconn_slow(self, timeout: float) -> Connection:
+    def _check_out(self, conn: Connection, rec: _Record, timeout: float) -> Connection:
+        """The lock-free checkout took a record that needs a look: a closed pool, or not recently used."""
+        if self._closed:
+            self._discard(conn, rec)
+            raise PoolClosed(f"pool {self.name!r} is closed: it hands out no more connections. "
+                             "What to do: create a new ConnectionPool.")
+        if self._fit(conn, rec, monotonic()):
+            return conn
+        return self._getconn_slow(timeout, counted=True)
+
+    def _getconn_slow(self, timeout: float, counted: bool = False) -> Connection:
         """Take an idle connection, open one if below max_size, or wait in line (FIFO)."""
         deadline = monotonic() + timeout
+        if not counted:
+            with self._lock:
+                self._requests_num += 1
         # Bounded: each round either succeeds, discards one bad connection, or waits until the deadline.
         for _ in range(4 * self.max_size + 8):
-            waiter = None
+            waiter = rec = None
             with self._lock:
                 if self._closed:
                     raise PoolClosed(f"pool {self.name!r} is closed: it hands out no more connections. "
                                      "What to do: create a new ConnectionPool.")
-                if self._idle:
+                try:
                     rec = self._idle.pop()
-                    conn, rec.hold, rec.state = rec.hold, None, _BORROWED
-                elif self._size < self.max_size:
-                    self._size += 1
-                    conn = rec = None
+                except IndexError:
+                    if self._size < self.max_size:
+                        self._size += 1
+                    else:
+                        waiter = _Waiter()
+                        self._waiting.append(waiter)
+                        self._requests_queued += 1
+                        self._match_waiters()  # a lock-free return may have pushed meanwhile
                 else:
-                    waiter = _Waiter()
-                    self._waiting.append(waiter)
-                    self._requests_queued += 1
+                    conn, rec.hold = rec.hold, None
+                    self._lent.add(rec)
             if waiter is not None:
-                conn = self._wait(waiter, deadline, timeout)
-                return conn  # handed over by putconn or a fresh connection: recently used or new
-            if conn is None:
-                conn = self._open()
+                conn, rec = self._wait(waiter, deadline, timeout)
+            elif rec is None:
+                conn, rec = self._open()
+                self._lent.add(rec)
                 return conn
-            if self._fit(conn, rec, monotonic()):
+            if monotonic() < rec.check_at or self._fit(conn, rec, monotonic()):
                 return conn
         raise psycopg2.OperationalError(
             f"pool {self.name!r}: gave up after discarding {4 * self.max_size + 8} unusable connections "
             f"in a row. What to do: check the server log; the factory may return broken connections.")
 
-    def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> Connection:
+    def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> tuple[Connection, _Record]:
         started = monotonic()
         waiter.lock.acquire(timeout=max(0.0, deadline - started))
         with self._lock:
@@ -339,8 +369,8 @@ class ConnectionPool:
                 last_error = self._last_error
         if waiter.error is not None:
             raise waiter.error
-        if waiter.conn is not None:
-            return waiter.conn
+        if waiter.conn is not None and waiter.rec is not None:
+            return waiter.conn, waiter.rec
         hint = f" The last attempt to open a connection failed: {last_error}." if last_error else ""
         raise PoolTimeout(
             f"pool {self.name!r} (size {size}, max_size {self.max_size}) had no free connection after "
@@ -349,7 +379,7 @@ class ConnectionPool:
             "or raise max_size or timeout.")
 
     def _fit(self, conn: Connection, rec: _Record, now: float) -> bool:
-        """Check a connection taken from the idle stack; discard it (returning False) if unfit."""
+        """Check a borrowed connection that was not used just now; discard it (returning False) if unfit."""
         if now >= rec.expires:
             self._discard(conn, rec)
             return False
@@ -363,8 +393,35 @@ class ConnectionPool:
         return True
 
     # ------------------------------------------------------------------ return
-    def _bad_return(self, conn: Any, rec: _Record | None) -> str:
-        """The message for a connection that cannot be returned (called under the lock)."""
+    def _give_back(self, conn: Connection, rec: _Record, status: int, close: bool) -> None:
+        """Pool a connection whose return was claimed; the hot path takes no lock."""
+        now = monotonic()
+        if status != _IDLE_TX or close or now >= rec.expires or not self._plain_returns:
+            self._return_slow(conn, rec, close, now)
+            return
+        rec.last_used = now
+        check_at = now + self._trust
+        rec.check_at = check_at if check_at < rec.expires else rec.expires
+        if self._waiting:  # straight to the first waiter, under the lock
+            self._pool_it(conn, rec, now)
+            return
+        # Nothing to reset, nobody waiting: pushed without the lock.
+        rec.hold = conn
+        idle = self._idle
+        idle.append(rec)
+        if self._waiting or self._closed:  # checked after the push: see "Waiting without lost wake-ups"
+            self._settle()
+            return
+        try:
+            oldest = idle[0]
+        except IndexError:  # emptied meanwhile by other borrowers
+            return
+        if now - oldest.last_used > oldest.max_idle and self._size > self.min_size:
+            self._retire_idle(now)
+
+    def _bad_return(self, conn: Any) -> str:
+        """The message for a connection that cannot be returned (it is not lent out)."""
+        rec = self._records.get(id(conn))
         if rec is None or rec.ref() is not conn:
             return (f"can't return {conn!r} to pool {self.name!r}: it does not come from this pool. "
                     "What to do: return a connection to the pool that gave it out.")
@@ -398,17 +455,20 @@ class ConnectionPool:
         if close or reason is not None or now >= rec.expires:
             self._discard(conn, rec)
             return
+        rec.last_used = now = monotonic()
+        rec.check_at = min(now + self._trust, rec.expires)
+        self._pool_it(conn, rec, now)
+
+    def _pool_it(self, conn: Connection, rec: _Record, now: float) -> None:
+        """Give a usable connection to the first waiter or the idle stack; close it if the pool is closed."""
         with self._lock:
-            if not self._closed:
-                rec.last_used = now = monotonic()
-                rec.check_at = min(now + self._trust, rec.expires)
-                conn = self._give(conn, rec, now)
+            if self._closed:
+                self._forget(rec)
+                retired = conn
             else:
-                self._records.pop(id(conn), None)
-                rec.state = _GONE
-                self._size -= 1
-        if conn is not None:
-            close_quietly(conn)
+                retired = self._give(conn, rec, now)
+        if retired is not None:
+            close_quietly(retired)
 
     def _give(self, conn: Connection, rec: _Record, now: float) -> Connection | None:
         """Hand ``conn`` to the first waiter, else push it on the idle stack (under the lock).
@@ -417,27 +477,86 @@ class ConnectionPool:
         above min_size): the caller closes it after releasing the lock.
         """
         if self._waiting:
-            rec.state = _BORROWED
-            self._waiting.popleft().wake(conn)
+            self._lent.add(rec)
+            self._waiting.popleft().wake(conn, rec)
             return None
-        rec.state, rec.hold = _IDLE, conn
-        idle = self._idle
-        idle.append(rec)
-        oldest = idle[0]
-        if now - oldest.last_used <= oldest.max_idle or self._size <= self.min_size:
-            return None
-        return self._retire_oldest_idle()
+        rec.hold = conn
+        self._idle.append(rec)
+        return self._retire_oldest_idle(now)
 
-    def _retire_oldest_idle(self) -> Connection:
-        """Take the bottom of the idle stack out of the pool (under the lock); the caller closes it."""
-        oldest = self._idle.pop(0)
-        stale, oldest.hold, oldest.state = oldest.hold, None, _GONE
-        self._records.pop(id(stale), None)
-        self._size -= 1
+    def _match_waiters(self) -> None:
+        """Hand idle connections to waiters, first come first served (under the lock)."""
+        while self._waiting:
+            try:
+                rec = self._idle.pop()
+            except IndexError:
+                return
+            conn, rec.hold = rec.hold, None
+            self._lent.add(rec)
+            self._waiting.popleft().wake(conn, rec)
+
+    def _settle(self) -> None:
+        """After a lock-free return found waiters or a closed pool: match them, or close what is idle."""
+        with self._lock:
+            if self._closed:
+                idle = self._drain_idle()
+            else:
+                self._match_waiters()
+                idle = []
+        for conn in idle:
+            close_quietly(conn)
+
+    def _retire_idle(self, now: float) -> None:
+        """Close the bottom of the idle stack if it has been idle past its max_idle."""
+        with self._lock:
+            retired = self._retire_oldest_idle(now)
+        if retired is not None:
+            close_quietly(retired)
+
+    def _retire_oldest_idle(self, now: float) -> Connection | None:
+        """Take the bottom of the idle stack out of the pool if it is past its max_idle and the
+        pool is above min_size (under the lock); the caller closes what is returned."""
+        if self._size <= self.min_size:
+            return None
+        idle = self._idle
+        try:
+            oldest = idle[0]
+            if now - oldest.last_used <= oldest.max_idle:
+                return None
+            taken = idle.pop(0)  # atomic: a lock-free borrower may have taken `oldest` meanwhile
+        except IndexError:
+            return None
+        if taken is not oldest:
+            idle.insert(0, taken)
+            self._match_waiters()
+            return None
+        stale, oldest.hold = oldest.hold, None
+        self._forget(oldest)
         return stale
 
+    def _drain_idle(self) -> list[Connection]:
+        """Take every idle connection out of the pool (under the lock); the caller closes them."""
+        drained = []
+        while True:
+            try:
+                rec = self._idle.pop()
+            except IndexError:
+                return drained
+            drained.append(rec.hold)
+            rec.hold = None
+            self._forget(rec)
+
+    def _forget(self, rec: _Record) -> None:
+        """Remove a record from the pool's books and free its slot (under the lock)."""
+        if self._records.get(rec.key) is rec:
+            del self._records[rec.key]
+        self._lent.discard(rec)
+        self._requests_num += rec.lends
+        rec.lends = 0
+        self._size -= 1
+
     # ------------------------------------------------------------------ opening and discarding
-    def _open(self) -> Connection:
+    def _open(self) -> tuple[Connection, _Record]:
         """Open a connection outside the lock; the caller has already counted it in ``_size``."""
         started = monotonic()
         try:
@@ -458,28 +577,19 @@ class ConnectionPool:
             self._connections_ms += (now - started) * 1000
             closed = self._closed
             if not closed:
-                self._records[id(conn)] = rec
+                self._records[rec.key] = rec
             else:
                 self._size -= 1
-                rec.state = _GONE
         if closed:
             close_quietly(conn)
             raise PoolClosed(f"pool {self.name!r} was closed while a connection was being opened")
-        return conn
+        return conn, rec
 
     def _add_to_pool(self, conn: Connection, rec: _Record) -> None:
-        with self._lock:
-            if self._closed:
-                self._records.pop(id(conn), None)
-                rec.state = _GONE
-                self._size -= 1
-                retired = conn
-            else:
-                rec.last_used = now = monotonic()
-                rec.check_at = min(now + self._trust, rec.expires)
-                retired = self._give(conn, rec, now)
-        if retired is not None:
-            close_quietly(retired)
+        """Pool a newly opened connection (for min_size, or a replacement for waiters)."""
+        rec.last_used = now = monotonic()
+        rec.check_at = min(now + self._trust, rec.expires)
+        self._pool_it(conn, rec, now)
 
     def _open_in_background(self) -> None:
         """Open one connection in a short-lived thread (after a loss, for waiters or min_size).
@@ -499,7 +609,7 @@ class ConnectionPool:
                     if not needed():
                         return
                 try:
-                    conn = self._open()
+                    opened = self._open()
                 except PoolClosed:
                     return
                 except Exception as exc:  # noqa: BLE001 - counted in stats; waiters see it in PoolTimeout
@@ -509,7 +619,7 @@ class ConnectionPool:
                                    self.name, attempt + 1, exc)
                     time.sleep(min(0.1 * 2 ** attempt, 3.0))
                     continue
-                self._add_to_pool(conn, self._records[id(conn)])
+                self._add_to_pool(*opened)
                 return
 
         try:
@@ -518,12 +628,9 @@ class ConnectionPool:
             pass
 
     def _discard(self, conn: Connection, rec: _Record) -> None:
-        """Forget and close ``conn``; open a replacement if someone waits or the pool is below min_size."""
+        """Forget and close a borrowed ``conn``; open a replacement if someone waits or the pool is below min_size."""
         with self._lock:
-            if self._records.get(id(conn)) is rec:
-                del self._records[id(conn)]
-            rec.state = _GONE
-            self._size -= 1
+            self._forget(rec)
             refill = not self._closed and bool(self._waiting or self._size < self.min_size)
         close_quietly(conn)
         if refill:
@@ -531,7 +638,7 @@ class ConnectionPool:
 
     # ------------------------------------------------------------------ dropped connections
     def _reclaim_soon(self) -> None:
-        """Called from a weakref callback: reclaim now if the lock is free, else from a thread."""
+        """Called from a weakref callback: reclaim from a short-lived thread (the lock may be held here)."""
         try:
             threading.Thread(target=self._reclaim_lost, daemon=True).start()
         except RuntimeError:  # interpreter shutting down
@@ -539,17 +646,12 @@ class ConnectionPool:
 
     def _reclaim_lost(self) -> None:
         """Free the slots of connections that borrowers dropped without returning."""
-        lost = []
+        lost = 0
         with self._lock:
             while self._lost:
-                rec = self._lost.popleft()
-                for key, value in list(self._records.items()):
-                    if value is rec:
-                        del self._records[key]
-                        break
-                self._size -= 1
-                lost.append(rec)
-        for _ in lost:
+                self._forget(self._lost.popleft())
+                lost += 1
+        for _ in range(lost):
             self._open_in_background()
 
     # ------------------------------------------------------------------ fork safety (see pool_fork)
@@ -561,11 +663,8 @@ class ConnectionPool:
 
     def _after_fork_in_child(self) -> None:
         for rec in self._records.values():
-            rec.state = _GONE
             pool_fork.neutralise_fd(rec.fd)
             rec.hold = None
         closed = self._closed
         self._init_state()
         self._closed = closed  # a pool closed in the parent stays closed in the child
-
-
