@@ -25,6 +25,8 @@ whoever wins it owns the connection's record:
   callback reclaims a dropped connection only if no return claimed it. (A set, not a dict keyed
   by ``id(conn)``: adding and removing the same keys reuses its slots, where a dict keeps
   growing and rebuilding its table.)
+A ``with pool.connection()`` block needs no claim: it owns its borrow (``rec.in_block``),
+``putconn()`` refuses that connection, and only the block's ``__exit__`` returns it.
 Everything else (waiting, opening, discarding, closing, counting) happens under ``_lock``.
 Waiting without lost wake-ups: a waiter is queued under the lock and then matches queued
 waiters with idle connections; a lock-free return pushes its connection and *then* looks for
@@ -73,13 +75,14 @@ _COUNTERS = ("requests_queued", "requests_wait_ms", "requests_errors", "connecti
 class _Record:
     """What the pool knows about one of its connections."""
 
-    __slots__ = ("ref", "key", "hold", "fd", "poller", "lends", "last_used", "check_at", "expires",
-                 "max_idle", "__weakref__")
+    __slots__ = ("ref", "key", "hold", "in_block", "fd", "poller", "lends", "last_used", "check_at",
+                 "expires", "max_idle", "__weakref__")
 
     def __init__(self, conn: Connection, pool: ConnectionPool, now: float) -> None:
         self.ref = weakref.ref(conn, _on_collected(weakref.ref(pool), self))
         self.key = id(conn)  # the key in the pool's _records
         self.hold: Connection | None = None  # the pool's strong reference, only while idle
+        self.in_block = False  # lent to a `with pool.connection()` block, which alone returns it
         self.fd = conn.fileno()
         self.poller = make_poller(conn)
         self.lends = 0  # lock-free checkouts, counted by the owner; stats() adds them up
@@ -95,10 +98,13 @@ def _on_collected(pool_ref: weakref.ref, rec: _Record) -> Callable[[Any], None]:
         pool = pool_ref()
         if pool is None:
             return
-        try:
-            pool._lent.remove(rec)  # claimed like a return: a returned, idle or forgotten one is not there
-        except KeyError:
-            return
+        if rec.in_block:  # a `with` block that never ended (its __exit__ clears the flag first)
+            rec.in_block = False
+        else:
+            try:
+                pool._lent.remove(rec)  # claimed like a return: a returned, idle or forgotten one is not there
+            except KeyError:
+                return
         if pool._closed:
             return
         pool._lost.append(rec)
@@ -132,7 +138,11 @@ class _Waiter:
 
 
 class _Lend:
-    """``with pool.connection() as conn``: commit on success, roll back on error, return."""
+    """``with pool.connection() as conn``: commit on success, roll back on error, return.
+
+    The block owns its borrow: it alone returns the connection (``putconn()`` refuses it), so
+    the return needs no claim. Its hot path is getconn()'s, inlined.
+    """
 
     __slots__ = ("pool", "timeout", "conn", "rec")
 
@@ -142,19 +152,19 @@ class _Lend:
     def __enter__(self) -> Connection:
         pool = self.pool
         try:
-            rec = pool._idle.pop()  # getconn()'s hot path, inlined
-        except IndexError:
-            self.conn = conn = pool._getconn_slow(pool.timeout if self.timeout is None else self.timeout)
-            self.rec = None
-            return conn
+            rec = pool._idle.pop()
+        except IndexError:  # the general path: lent like getconn(), returned like putconn()
+            self.conn, self.rec = pool._getconn_slow(pool.timeout if self.timeout is None else self.timeout), None
+            return self.conn
         conn, rec.hold = rec.hold, None
         rec.lends += 1
+        if monotonic() < rec.check_at and not pool._closed:
+            rec.in_block = True
+            self.conn, self.rec = conn, rec
+            return conn
         pool._lent.add(rec)
-        if monotonic() >= rec.check_at or pool._closed:
-            conn = pool._check_out(conn, rec, pool.timeout if self.timeout is None else self.timeout)
-            rec = None
-        self.conn, self.rec = conn, rec
-        return conn
+        self.conn, self.rec = pool._check_out(conn, rec, pool.timeout if self.timeout is None else self.timeout), None
+        return self.conn
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, rec, self.conn, self.rec = self.conn, self.rec, None, None
@@ -165,16 +175,22 @@ class _Lend:
             try:
                 conn.commit()
             except BaseException:
-                pool.putconn(conn)
+                self._give_back(conn, rec)
                 raise
             status = _IDLE_TX
-        if rec is None:  # checked out on a slow path
-            rec = pool._records.get(id(conn))
-        try:
-            pool._lent.remove(rec)  # putconn()'s hot path, inlined: claim the return
-        except KeyError:
-            raise ValueError(pool._bad_return(conn)) from None
+        if rec is None:
+            pool.putconn(conn)
+            return
+        rec.in_block = False
         pool._give_back(conn, rec, status, False)
+
+    def _give_back(self, conn: Connection, rec: _Record | None) -> None:
+        """Return the connection after a failed commit (it is rolled back, or discarded if broken)."""
+        if rec is None:
+            self.pool.putconn(conn)
+        else:
+            rec.in_block = False
+            self.pool._give_back(conn, rec, conn.get_transaction_status(), False)
 
 
 class ConnectionPool:
@@ -425,6 +441,10 @@ class ConnectionPool:
         if rec is None or rec.ref() is not conn:
             return (f"can't return {conn!r} to pool {self.name!r}: it does not come from this pool. "
                     "What to do: return a connection to the pool that gave it out.")
+        if rec.in_block:
+            return (f"can't putconn() a connection of pool {self.name!r} that a `with pool.connection()` "
+                    "block holds: the block returns it when it ends, and returning it here too would lend "
+                    "it to two borrowers. What to do: leave it to the block (or use getconn()/putconn()).")
         return (f"connection returned twice to pool {self.name!r}; the second putconn() was ignored and "
                 "the pool is unharmed. What to do: return each connection once (`with pool.connection()` "
                 "does it for you).")
@@ -548,6 +568,7 @@ class ConnectionPool:
 
     def _forget(self, rec: _Record) -> None:
         """Remove a record from the pool's books and free its slot (under the lock)."""
+        rec.in_block = False
         if self._records.get(rec.key) is rec:
             del self._records[rec.key]
         self._lent.discard(rec)
@@ -664,7 +685,7 @@ class ConnectionPool:
     def _after_fork_in_child(self) -> None:
         for rec in self._records.values():
             pool_fork.neutralise_fd(rec.fd)
-            rec.hold = None
+            rec.hold, rec.in_block = None, False  # the child's copies die unnoticed
         closed = self._closed
         self._init_state()
         self._closed = closed  # a pool closed in the parent stays closed in the child

@@ -247,6 +247,33 @@ def test_returning_twice_is_an_error_not_corruption(factory):
         assert pool.stats()["pool_available"] == 2
 
 
+def test_putconn_refuses_a_connection_that_a_with_block_holds(factory):
+    with ConnectionPool(factory, max_size=2) as pool:
+        with pool.connection() as conn:
+            with pytest.raises(ValueError, match="block holds"):
+                pool.putconn(conn)
+            with conn.cursor() as cur:  # still the block's, still usable
+                cur.execute("SELECT 1")
+        assert pool.stats()["pool_available"] == 1  # returned once, by the block
+        a, b = pool.getconn(), pool.getconn()
+        assert a is not b
+        pool.putconn(a)
+        pool.putconn(b)
+
+
+def test_connection_of_a_with_block_that_never_ends_is_reclaimed_with_a_warning(factory):
+    with ConnectionPool(factory, max_size=1) as pool:
+        block = pool.connection()
+        conn = block.__enter__()  # entered by hand and then abandoned, never exited
+        with pytest.warns(RuntimeWarning, match="garbage collected without being returned"):
+            del block, conn
+            gc.collect()
+        with pool.connection(timeout=10) as fresh:
+            with fresh.cursor() as cur:
+                cur.execute("SELECT 1")
+        assert pool.stats()["pool_size"] == 1
+
+
 def test_recently_used_connection_is_handed_out_without_a_round_trip(settings):
     factory = make_factory(settings, connection_factory=KitConnection)
     with ConnectionPool(factory, max_size=1, check_after=60) as pool:

@@ -1,0 +1,159 @@
+"""Benchmark: how close to a held connection can any `with` wrapper get? (context for scenario 2)
+
+Run:  .venv/bin/python benchmarks/bench_with_floor.py [--repeats 5] [--ops 6000] [--no-write]
+
+Scenario 2 of bench_pool.py asks `with pool.connection()` + SELECT 1 to be within 5% of a held
+connection doing SELECT 1 + commit. This measures, side by side on one shared connection (ops
+rotate one by one and each is timed, as in scenario 2):
+- a *bare* wrapper: a `with` object that hands out the one connection from a list and commits on
+  exit, with none of a pool's promises (no waiting, checks, expiry, stats, thread safety):
+  the cost of the `with` statement itself;
+- the kit's ConnectionPool, lending that same connection (its factory returns it);
+- psycopg2's ThreadedConnectionPool, lending that same connection.
+Each is reported as the median of per-op ratios to the held connection, per repeat.
+Results go to the "Pool" section of benchmarks/RESULTS.md (block "bench_with_floor").
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psycopg2.extensions
+import psycopg2.pool
+from bench_pool import free_port, machine, paired
+from results_file import RESULTS, replace_block
+
+from pgfactory_kit import ConnectionPool, make_factory
+from pgfactory_kit.server import LocalServer
+
+_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+
+
+class BareLend:
+    """The least a `with` wrapper can do: take the connection, commit an open transaction, put it back."""
+
+    __slots__ = ("spare", "conn")
+
+    def __init__(self, spare: list) -> None:
+        self.spare = spare
+
+    def __enter__(self):
+        self.conn = self.spare.pop()
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        conn = self.conn
+        if exc_type is None and conn.get_transaction_status() != _IDLE:
+            conn.commit()
+        self.spare.append(conn)
+
+
+def contenders(settings) -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
+    """The timed operations, all on one connection, and a function that closes everything."""
+    held = make_factory(settings)()
+    kit = ConnectionPool(lambda: held, min_size=1, max_size=1)
+    tcp = psycopg2.pool.ThreadedConnectionPool(1, 1, **settings.connect_kwargs())
+    tcp._pool.pop().close()  # private, benchmark only: psycopg2's pool lends out the same connection
+    tcp._pool.append(held)  # (with minconn 1, or it would close the connection on every return)
+    spare = [held]
+
+    def held_op() -> None:
+        with held.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        held.commit()
+
+    def in_with(make_cm: Callable[[], object]) -> Callable[[], None]:
+        def op() -> None:
+            with make_cm() as conn, conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+        return op
+
+    def tcp_op() -> None:
+        conn = tcp.getconn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            conn.commit()
+        finally:
+            tcp.putconn(conn)
+
+    def close() -> None:
+        kit.close()
+        held.close()
+
+    ops = {"held": held_op, "bare with": in_with(lambda: BareLend(spare)),
+           "kit pool": in_with(kit.connection), "ThreadedConnectionPool": tcp_op}
+    return ops, close
+
+
+def measure(ops: dict[str, Callable[[], None]], n: int) -> dict[str, list[float]]:
+    """Per-op µs of every contender, rotating one by one (the starting contender rotates too)."""
+    names = list(ops)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter_ns
+    for i in range(n):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = clock()
+            ops[name]()
+            out[name].append((clock() - t0) / 1000)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ops", type=int, default=6000, help="timed operations per contender per repeat")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+
+    scratch = tempfile.TemporaryDirectory(prefix="bench_with_floor_")
+    server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
+    settings = server.start()
+    ratios: dict[str, list[float]] = {}
+    held_us: list[float] = []
+    try:
+        ops, close = contenders(settings)
+        measure(ops, 300)  # warm-up, dropped
+        for repeat in range(args.repeats):
+            out = measure(ops, args.ops)
+            held_us.append(statistics.median(out["held"]))
+            for name in list(ops)[1:]:
+                ratios.setdefault(name, []).append(paired(out[name], out["held"]))
+            print(f"repeat {repeat + 1}/{args.repeats}: held {held_us[-1]:.1f} µs; "
+                  + ", ".join(f"{name} {values[-1]:.3f}x" for name, values in ratios.items()), flush=True)
+        close()
+        machine_text = machine(settings)
+    finally:
+        server.destroy()
+        scratch.cleanup()
+
+    rows = "\n".join(f"| {name} | {statistics.median(values):.3f}x | {min(values):.3f}–{max(values):.3f}x |"
+                     for name, values in ratios.items())
+    table = ("| `with` block + SELECT 1, vs a held connection doing SELECT 1 + commit | median of repeats "
+             "| range over repeats |\n|---|---|---|\n" + rows)
+    print(table)
+    if not args.no_write:
+        when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        command = ".venv/bin/python benchmarks/bench_with_floor.py " + " ".join(
+            sys.argv[1:] if argv is None else argv)
+        body = (f"Command: `{command.strip()}` — {when}. {args.repeats} repeats of {args.ops} per-op timings "
+                f"per contender, rotating one by one on one shared connection; each repeat's figure is the "
+                f"median of per-op ratios to the held connection (held: median "
+                f"{statistics.median(held_us):.1f} µs/op).\nMachine: {machine_text}.\n\n{table}")
+        replace_block("bench_with_floor", "## Pool", body)
+        print(f"updated the Pool section of {RESULTS}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
