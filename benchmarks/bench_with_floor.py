@@ -119,6 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="bench_with_floor_")
     server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
     settings = server.start()
+    print(f"server: {settings.masked_dsn()}", flush=True)
     ratios: dict[str, list[float]] = {}
     held_us: list[float] = []
     try:

@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end (tiny sizes, their own servers) and print their tables.
+
+Only that they work is checked here; what they measure is recorded in benchmarks/RESULTS.md by
+running them at full size. No timing is asserted.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "RESULTS.md"
+
+
+def run_benchmark(script: str, *args: str) -> str:
+    before = RESULTS.read_text()
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / script), *args, "--no-write"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert RESULTS.read_text() == before, "--no-write must leave RESULTS.md alone"
+    assert "****" in result.stdout and "password" not in result.stdout.lower()
+    return result.stdout
+
+
+@pytest.mark.timeout(300)
+def test_bench_pool_runs_all_three_scenarios_and_prints_the_table():
+    out = run_benchmark("bench_pool.py", "--rounds", "4", "--cycles", "20", "--queries", "3",
+                        "--repeats", "1", "--per-thread", "5")
+    for row in ("1. checkout+return", "2. with pool.connection()", "3. 16 threads on 4 connections"):
+        assert row in out
+    assert "Scenario 3 errors: kit 0," in out
+
+
+@pytest.mark.timeout(300)
+def test_bench_with_floor_compares_every_wrapper_with_the_held_connection():
+    out = run_benchmark("bench_with_floor.py", "--repeats", "1", "--ops", "30")
+    for row in ("| bare with |", "| kit pool |", "| ThreadedConnectionPool |"):
+        assert row in out
