@@ -27,8 +27,10 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg2
+import psycopg2.extensions
 import psycopg2.pool
 from results_file import RESULTS, replace_block
 
@@ -75,6 +77,54 @@ def scenario_checkout(settings, rounds: int, n: int) -> dict:
     return res
 
 
+def held_select_op(held: psycopg2.extensions.connection) -> Callable[[], None]:
+    """SELECT 1 + commit on a connection the caller holds (scenario 2's baseline)."""
+    def op() -> None:
+        with held.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+        held.commit()
+    return op
+
+
+def with_select_op(make_block: Callable[[], Any]) -> Callable[[], None]:
+    """SELECT 1 inside ``with make_block() as conn`` (the block commits)."""
+    def op() -> None:
+        with make_block() as conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchone()
+    return op
+
+
+def psycopg2_pool_select_op(tcp: psycopg2.pool.ThreadedConnectionPool) -> Callable[[], None]:
+    """SELECT 1 + commit on a connection borrowed from psycopg2's pool and given back."""
+    def op() -> None:
+        conn = tcp.getconn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+                cur.fetchone()
+            conn.commit()
+        finally:
+            tcp.putconn(conn)
+    return op
+
+
+def rotate_timed(ops: dict[str, Callable[[], None]], n: int) -> dict[str, list[float]]:
+    """Per-op µs of every contender over ``n`` rounds, one op each per round; the starting contender
+    rotates, so drift and noise from other processes hit all alike."""
+    names = list(ops)
+    out: dict[str, list[float]] = {name: [] for name in names}
+    clock = time.perf_counter_ns
+    for i in range(n):
+        k = i % len(names)
+        for name in names[k:] + names[:k]:
+            t0 = clock()
+            ops[name]()
+            out[name].append((clock() - t0) / 1000)
+    return out
+
+
 def scenario_select(settings, rounds: int, n: int) -> dict:
     """The pool's cost on a real query, isolated: every side uses the *same* backend.
 
@@ -92,39 +142,10 @@ def scenario_select(settings, rounds: int, n: int) -> dict:
     own.close()
     tcp._pool.append(held)
 
-    def kit_op() -> None:
-        with kit.connection() as conn, conn.cursor() as cur:
-            cur.execute("SELECT 1")
-            cur.fetchone()
-
-    def held_op() -> None:
-        with held.cursor() as cur:
-            cur.execute("SELECT 1")
-            cur.fetchone()
-        held.commit()
-
-    def tcp_op() -> None:
-        conn = tcp.getconn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
-            conn.commit()
-        finally:
-            tcp.putconn(conn)
-
-    ops = {"kit": kit_op, "held": held_op, "tcp": tcp_op}
+    ops = {"kit": with_select_op(kit.connection), "held": held_select_op(held), "tcp": psycopg2_pool_select_op(tcp)}
     for fn in ops.values():
         timed(fn, 200)  # warm-up, dropped
-    out: dict[str, list[float]] = {name: [] for name in ops}
-    names = list(ops)
-    clock = time.perf_counter_ns
-    for i in range(rounds * n):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:
-            t0 = clock()
-            ops[name]()
-            out[name].append((clock() - t0) / 1000)
+    out = rotate_timed(ops, rounds * n)
     kit.close()
     return out
 

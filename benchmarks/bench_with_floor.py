@@ -20,13 +20,12 @@ import datetime as dt
 import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2.extensions
 import psycopg2.pool
-from bench_pool import free_port, machine, paired
+from bench_pool import free_port, held_select_op, machine, paired, psycopg2_pool_select_op, rotate_timed, with_select_op
 from results_file import RESULTS, replace_block
 
 from pgfactory_kit import ConnectionPool, make_factory
@@ -63,50 +62,13 @@ def contenders(settings) -> tuple[dict[str, Callable[[], None]], Callable[[], No
     tcp._pool.append(held)  # (with minconn 1, or it would close the connection on every return)
     spare = [held]
 
-    def held_op() -> None:
-        with held.cursor() as cur:
-            cur.execute("SELECT 1")
-            cur.fetchone()
-        held.commit()
-
-    def in_with(make_cm: Callable[[], object]) -> Callable[[], None]:
-        def op() -> None:
-            with make_cm() as conn, conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
-        return op
-
-    def tcp_op() -> None:
-        conn = tcp.getconn()
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchone()
-            conn.commit()
-        finally:
-            tcp.putconn(conn)
-
     def close() -> None:
         kit.close()
         held.close()
 
-    ops = {"held": held_op, "bare with": in_with(lambda: BareLend(spare)),
-           "kit pool": in_with(kit.connection), "ThreadedConnectionPool": tcp_op}
+    ops = {"held": held_select_op(held), "bare with": with_select_op(lambda: BareLend(spare)),
+           "kit pool": with_select_op(kit.connection), "ThreadedConnectionPool": psycopg2_pool_select_op(tcp)}
     return ops, close
-
-
-def measure(ops: dict[str, Callable[[], None]], n: int) -> dict[str, list[float]]:
-    """Per-op µs of every contender, rotating one by one (the starting contender rotates too)."""
-    names = list(ops)
-    out: dict[str, list[float]] = {name: [] for name in names}
-    clock = time.perf_counter_ns
-    for i in range(n):
-        k = i % len(names)
-        for name in names[k:] + names[:k]:
-            t0 = clock()
-            ops[name]()
-            out[name].append((clock() - t0) / 1000)
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     held_us: list[float] = []
     try:
         ops, close = contenders(settings)
-        measure(ops, 300)  # warm-up, dropped
+        rotate_timed(ops, 300)  # warm-up, dropped
         for repeat in range(args.repeats):
-            out = measure(ops, args.ops)
+            out = rotate_timed(ops, args.ops)
             held_us.append(statistics.median(out["held"]))
             for name in list(ops)[1:]:
                 ratios.setdefault(name, []).append(paired(out[name], out["held"]))
