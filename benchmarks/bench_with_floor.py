@@ -1,6 +1,6 @@
 """Benchmark: how close to a held connection can any `with` wrapper get? (context for scenario 2)
 
-Run:  .venv/bin/python benchmarks/bench_with_floor.py [--repeats 5] [--ops 6000] [--no-write]
+Run:  .venv/bin/python benchmarks/bench_with_floor.py [--repeats 5] [--ops 6000] [--pin] [--no-write]
 
 Scenario 2 of bench_pool.py asks `with pool.connection()` + SELECT 1 to be within 5% of a held
 connection doing SELECT 1 + commit. This measures, side by side on one shared connection (ops
@@ -11,12 +11,15 @@ rotate one by one and each is timed, as in scenario 2):
 - the kit's ConnectionPool, lending that same connection (its factory returns it);
 - psycopg2's ThreadedConnectionPool, lending that same connection.
 Each is reported as the median of per-op ratios to the held connection, per repeat.
+``--pin`` (Linux, 2+ CPUs) runs the server's processes on the last CPU and this client on the first,
+to see whether the server evicting the client's caches explains the cost of Python after a round trip.
 Results go to the "Pool" section of benchmarks/RESULTS.md (block "bench_with_floor").
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import statistics
 import sys
 import tempfile
@@ -71,10 +74,31 @@ def contenders(settings) -> tuple[dict[str, Callable[[], None]], Callable[[], No
     return ops, close
 
 
+def pin_apart(server: LocalServer) -> str:
+    """Put the server's processes (and so its future backends) on the last CPU and this process on the first."""
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        raise SystemExit("--pin needs at least 2 CPUs")
+    postmaster = server.status().pid
+    children = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit() and _parent(p) == postmaster]
+    for pid in [postmaster, *children]:
+        os.sched_setaffinity(pid, {cpus[-1]})
+    os.sched_setaffinity(0, {cpus[0]})
+    return f"server's {1 + len(children)} processes pinned to CPU {cpus[-1]}, client to CPU {cpus[0]}"
+
+
+def _parent(proc: Path) -> int | None:
+    try:
+        return int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--ops", type=int, default=6000, help="timed operations per contender per repeat")
+    parser.add_argument("--pin", action="store_true", help="client and server on different CPUs (Linux)")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
@@ -82,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
     settings = server.start()
     print(f"server: {settings.masked_dsn()}", flush=True)
+    pinning = pin_apart(server) if args.pin else "client and server not pinned"
+    print(pinning, flush=True)
     ratios: dict[str, list[float]] = {}
     held_us: list[float] = []
     try:
@@ -112,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         body = (f"Command: `{command.strip()}` — {when}. {args.repeats} repeats of {args.ops} per-op timings "
                 f"per contender, rotating one by one on one shared connection; each repeat's figure is the "
                 f"median of per-op ratios to the held connection (held: median "
-                f"{statistics.median(held_us):.1f} µs/op).\nMachine: {machine_text}.\n\n{table}")
+                f"{statistics.median(held_us):.1f} µs/op); {pinning}.\nMachine: {machine_text}.\n\n{table}")
         replace_block("bench_with_floor", "## Pool", body)
         print(f"updated the Pool section of {RESULTS}")
     return 0

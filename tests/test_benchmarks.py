@@ -39,3 +39,10 @@ def test_bench_with_floor_compares_every_wrapper_with_the_held_connection():
     out = run_benchmark("bench_with_floor.py", "--repeats", "1", "--ops", "30")
     for row in ("| bare with |", "| kit pool |", "| ThreadedConnectionPool |"):
         assert row in out
+
+
+@pytest.mark.timeout(300)
+def test_bench_with_pieces_prices_each_piece_against_the_bare_wrapper():
+    out = run_benchmark("bench_with_pieces.py", "--repeats", "1", "--ops", "30")
+    for row in ("| bare with |", "| + lock pairs |", "| + 2 clock reads |", "| + set claim |", "| + 1 call |"):
+        assert row in out
