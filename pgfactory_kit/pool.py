@@ -182,7 +182,20 @@ class _Lend:
             pool.putconn(conn)
             return
         rec.in_block = False
-        pool._give_back(conn, rec, status, False)
+        # _give_back()'s hot path, inlined: a clean connection, nobody waiting, no reset, not expiring.
+        now = monotonic()
+        check_at = now + pool._trust
+        if status != _IDLE_TX or pool._attention or check_at >= rec.expires:
+            pool._give_back(conn, rec, status, False)
+            return
+        rec.last_used = now
+        rec.check_at = check_at
+        rec.hold = conn
+        pool._idle.append(rec)
+        if pool._attention:  # checked after the push: see "Waiting without lost wake-ups"
+            pool._settle()
+        elif now >= pool._sweep_at:
+            pool._sweep(now)
 
     def _give_back(self, conn: Connection, rec: _Record | None) -> None:
         """Return the connection after a failed commit (it is rolled back, or discarded if broken)."""
@@ -216,6 +229,7 @@ class ConnectionPool:
         self._trust = min(TRUST_WINDOW, check_after)  # returned this recently: handed out unchecked
         self._factory, self._reset = factory, reset
         self._plain_returns = reset is None  # returns need no callback (and the pool is open)
+        self._sweep_every = max_idle / 20  # how often returns look for connections idle past max_idle
         self._init_state()
         self._requests_num = self._requests_queued = self._requests_errors = 0
         self._requests_wait_ms = self._connections_ms = 0.0
@@ -240,6 +254,10 @@ class ConnectionPool:
         self._lost: collections.deque[_Record] = collections.deque()
         self._size = 0  # connections open or being opened
         self._closed = False
+        # A return must look at the pool (under the lock): someone waits, the pool is closed, or
+        # a reset callback runs. Kept up to date under the lock; read without it on the hot path.
+        self._attention = self._reset is not None
+        self._sweep_at = 0.0  # the first return after this looks for connections idle past max_idle
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"size={self._size}/{self.max_size} idle={len(self._idle)}"
@@ -301,6 +319,7 @@ class ConnectionPool:
                 return
             self._closed = True
             self._plain_returns = False
+            self._attention = True
             idle = self._drain_idle()
             waiting, self._waiting = self._waiting, collections.deque()
         for waiter in waiting:
@@ -352,6 +371,7 @@ class ConnectionPool:
                     else:
                         waiter = _Waiter()
                         self._waiting.append(waiter)
+                        self._attention = True
                         self._requests_queued += 1
                         self._match_waiters()  # a lock-free return may have pushed meanwhile
                 else:
@@ -380,6 +400,7 @@ class ConnectionPool:
                     self._waiting.remove(waiter)
                 except ValueError:
                     pass
+                self._note_attention()
                 self._requests_errors += 1
                 size, waiting = self._size, len(self._waiting)
                 last_error = self._last_error
@@ -410,7 +431,7 @@ class ConnectionPool:
 
     # ------------------------------------------------------------------ return
     def _give_back(self, conn: Connection, rec: _Record, status: int, close: bool) -> None:
-        """Pool a connection whose return was claimed; the hot path takes no lock."""
+        """Pool a returned connection (its return is claimed); the hot path takes no lock."""
         now = monotonic()
         if status != _IDLE_TX or close or now >= rec.expires or not self._plain_returns:
             self._return_slow(conn, rec, close, now)
@@ -418,22 +439,15 @@ class ConnectionPool:
         rec.last_used = now
         check_at = now + self._trust
         rec.check_at = check_at if check_at < rec.expires else rec.expires
-        if self._waiting:  # straight to the first waiter, under the lock
+        if self._attention:  # someone waits (or the pool closed meanwhile): hand over under the lock
             self._pool_it(conn, rec, now)
             return
-        # Nothing to reset, nobody waiting: pushed without the lock.
         rec.hold = conn
-        idle = self._idle
-        idle.append(rec)
-        if self._waiting or self._closed:  # checked after the push: see "Waiting without lost wake-ups"
+        self._idle.append(rec)
+        if self._attention:  # checked after the push: see "Waiting without lost wake-ups"
             self._settle()
-            return
-        try:
-            oldest = idle[0]
-        except IndexError:  # emptied meanwhile by other borrowers
-            return
-        if now - oldest.last_used > oldest.max_idle and self._size > self.min_size:
-            self._retire_idle(now)
+        elif now >= self._sweep_at:
+            self._sweep(now)
 
     def _bad_return(self, conn: Any) -> str:
         """The message for a connection that cannot be returned (it is not lent out)."""
@@ -484,25 +498,26 @@ class ConnectionPool:
         with self._lock:
             if self._closed:
                 self._forget(rec)
-                retired = conn
+                retired = [conn]
             else:
                 retired = self._give(conn, rec, now)
-        if retired is not None:
-            close_quietly(retired)
+        for stale in retired:
+            close_quietly(stale)
 
-    def _give(self, conn: Connection, rec: _Record, now: float) -> Connection | None:
+    def _give(self, conn: Connection, rec: _Record, now: float) -> list[Connection]:
         """Hand ``conn`` to the first waiter, else push it on the idle stack (under the lock).
 
-        Returns the bottom of the stack if it has been idle past its max_idle (and the pool is
-        above min_size): the caller closes it after releasing the lock.
+        Returns the connections idle past their max_idle if a look for them is due: the caller
+        closes them after releasing the lock.
         """
         if self._waiting:
             self._lent.add(rec)
             self._waiting.popleft().wake(conn, rec)
-            return None
+            self._note_attention()
+            return []
         rec.hold = conn
         self._idle.append(rec)
-        return self._retire_oldest_idle(now)
+        return self._retire_idle_past_max(now) if now >= self._sweep_at else []
 
     def _match_waiters(self) -> None:
         """Hand idle connections to waiters, first come first served (under the lock)."""
@@ -510,10 +525,15 @@ class ConnectionPool:
             try:
                 rec = self._idle.pop()
             except IndexError:
-                return
+                break
             conn, rec.hold = rec.hold, None
             self._lent.add(rec)
             self._waiting.popleft().wake(conn, rec)
+        self._note_attention()
+
+    def _note_attention(self) -> None:
+        """Recompute whether returns must look at the pool (under the lock)."""
+        self._attention = bool(self._waiting) or self._closed or self._reset is not None
 
     def _settle(self) -> None:
         """After a lock-free return found waiters or a closed pool: match them, or close what is idle."""
@@ -526,33 +546,35 @@ class ConnectionPool:
         for conn in idle:
             close_quietly(conn)
 
-    def _retire_idle(self, now: float) -> None:
-        """Close the bottom of the idle stack if it has been idle past its max_idle."""
+    def _sweep(self, now: float) -> None:
+        """Close the connections that have sat idle past their max_idle (a return found it due)."""
         with self._lock:
-            retired = self._retire_oldest_idle(now)
-        if retired is not None:
-            close_quietly(retired)
+            retired = self._retire_idle_past_max(now)
+        for stale in retired:
+            close_quietly(stale)
 
-    def _retire_oldest_idle(self, now: float) -> Connection | None:
-        """Take the bottom of the idle stack out of the pool if it is past its max_idle and the
-        pool is above min_size (under the lock); the caller closes what is returned."""
-        if self._size <= self.min_size:
-            return None
+    def _retire_idle_past_max(self, now: float) -> list[Connection]:
+        """Take the connections idle past their max_idle off the bottom of the idle stack, while the
+        pool is above min_size (under the lock); the caller closes them. Next look: max_idle/20 later."""
+        self._sweep_at = now + self._sweep_every
+        retired: list[Connection] = []
         idle = self._idle
-        try:
-            oldest = idle[0]
-            if now - oldest.last_used <= oldest.max_idle:
-                return None
-            taken = idle.pop(0)  # atomic: a lock-free borrower may have taken `oldest` meanwhile
-        except IndexError:
-            return None
-        if taken is not oldest:
-            idle.insert(0, taken)
-            self._match_waiters()
-            return None
-        stale, oldest.hold = oldest.hold, None
-        self._forget(oldest)
-        return stale
+        while self._size > self.min_size:
+            try:
+                oldest = idle[0]
+                if now - oldest.last_used <= oldest.max_idle:
+                    break
+                taken = idle.pop(0)  # atomic: a lock-free borrower may have taken `oldest` meanwhile
+            except IndexError:
+                break
+            if taken is not oldest:
+                idle.insert(0, taken)
+                self._match_waiters()
+                break
+            retired.append(oldest.hold)
+            oldest.hold = None
+            self._forget(oldest)
+        return retired
 
     def _drain_idle(self) -> list[Connection]:
         """Take every idle connection out of the pool (under the lock); the caller closes them."""
@@ -689,3 +711,4 @@ class ConnectionPool:
         closed = self._closed
         self._init_state()
         self._closed = closed  # a pool closed in the parent stays closed in the child
+        self._note_attention()

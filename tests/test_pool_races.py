@@ -78,9 +78,9 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
 # The two interleavings that could lose a wake-up, forced one at a time by a container whose
 # append first lets the other thread run (white-box: these pin the argument in pool.py's docstring).
 
-def test_a_waiter_queued_between_a_returns_check_and_its_push_is_served(factory):
+@pytest.mark.parametrize("returned_by", ["putconn", "with block"])
+def test_a_waiter_queued_between_a_returns_check_and_its_push_is_served(factory, returned_by):
     with ConnectionPool(factory, min_size=1, max_size=1) as pool:
-        conn = pool.getconn()
         got: list = []
         waiter = threading.Thread(target=lambda: got.append(pool.getconn(timeout=5)))
 
@@ -91,8 +91,13 @@ def test_a_waiter_queued_between_a_returns_check_and_its_push_is_served(factory)
                     wait_for(lambda: pool.stats()["requests_waiting"] == 1)
                 super().append(rec)
 
-        pool._idle = QueueUpBeforePush(pool._idle)
-        pool.putconn(conn)
+        if returned_by == "putconn":
+            conn = pool.getconn()
+            pool._idle = QueueUpBeforePush(pool._idle)
+            pool.putconn(conn)
+        else:
+            with pool.connection() as conn:
+                pool._idle = QueueUpBeforePush(pool._idle)
         waiter.join(timeout=10)
         assert got == [conn]
         pool.putconn(conn)
@@ -131,10 +136,12 @@ def test_waiters_are_never_stranded_by_returns_that_take_no_lock(factory):
 
         run_together(*[borrow_many] * threads, timeout=120)
         stats = pool.stats()
+        back_on_fast_path = pool._attention is False  # nobody waits now: returns take no lock again
     assert errors == []
     assert stats["requests_num"] == threads * per_thread
     assert stats["requests_errors"] == 0 and stats["connections_num"] == 1
     assert stats["requests_queued"] > 0  # the race was real: some requests had to wait
+    assert back_on_fast_path
 
 
 def test_connection_is_never_lent_to_two_borrowers_while_returns_race_checkouts(factory):
