@@ -9,7 +9,8 @@ What it promises (docs/pool.md says why):
   seconds or more gets a ``SELECT 1``; a more recent one gets a zero-timeout ``poll()`` of its
   socket (no round trip: a readable idle socket means the server spoke, usually to say goodbye);
   one returned less than TRUST_WINDOW (10 ms) ago is handed out with no syscall at all;
-- ``max_lifetime`` / ``max_idle`` (each with jitter) retire connections;
+- ``max_lifetime`` / ``max_idle`` (each with jitter) retire connections: lifetime is checked at
+  checkout and return, idleness on a return at most every ``max_idle``/20 seconds;
 - a connection a borrower drops without returning is noticed by a weak reference when it is
   garbage collected: the slot is reclaimed with a warning (its socket is closed by psycopg2);
 - after ``os.fork()`` the child neither uses nor closes the parent's sockets (see pool_fork).
