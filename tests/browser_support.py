@@ -410,9 +410,17 @@ def _code_cells(notebook: Path) -> list[CodeCell]:
     return result
 
 
+def _complete_notebook(notebook: Path) -> dict | None:
+    """The notebook's JSON, or None while a save is still writing it (empty or cut-off file)."""
+    try:
+        return json.loads(notebook.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
 def _saved_errors(notebook: Path) -> list[list[str]]:
     """Per code cell, the errors (``ename: evalue``) the saved notebook holds."""
-    cells = json.loads(notebook.read_text(encoding="utf-8")).get("cells", [])
+    cells = (_complete_notebook(notebook) or {}).get("cells", [])
     return [[f"{out.get('ename')}: {out.get('evalue')}"[:300] for out in cell.get("outputs", [])
              if out.get("output_type") == "error"]
             for cell in cells if cell.get("cell_type") == "code"]
@@ -501,10 +509,15 @@ class LabNotebook:
         return False, time.monotonic() - start
 
     def save(self, timeout_s: float = 20) -> bool:
-        """Save through the toolbar's save button; True once the file on disk holds the run."""
+        """Save through the toolbar's save button; True once the file on disk holds the run.
+
+        The server may write the file in place: a changed mtime can come with a file still being
+        written (an empty read was seen), so the save counts once the file also parses whole.
+        """
         before = self.notebook.stat().st_mtime_ns
         self.page.locator('.jp-NotebookPanel:not(.lm-mod-hidden) [data-command="docmanager:save"]').first.click()
-        return wait_until(lambda: self.notebook.stat().st_mtime_ns != before, timeout_s, 0.2)
+        return wait_until(lambda: self.notebook.stat().st_mtime_ns != before
+                          and _complete_notebook(self.notebook) is not None, timeout_s, 0.2)
 
     def run(self, timeout_s: float) -> NotebookRun:
         """Open, run all cells, wait, save; what the learner now sees (and the saved file confirms)."""
