@@ -151,6 +151,9 @@ class _Lend:
         self.pool, self.timeout, self.conn, self.rec = pool, timeout, None, None
 
     def __enter__(self) -> Connection:
+        if self.conn is not None:
+            raise RuntimeError("this `pool.connection()` block is already in use; nest two blocks to get "
+                               "two connections: `with pool.connection() as a, pool.connection() as b:`")
         pool = self.pool
         try:
             rec = pool._idle.pop()
@@ -169,6 +172,9 @@ class _Lend:
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
         conn, rec, self.conn, self.rec = self.conn, self.rec, None, None
+        if conn is None:
+            raise RuntimeError("this `pool.connection()` block holds no connection: it was not entered, "
+                               "or it has already given its connection back")
         pool = self.pool
         status = conn.get_transaction_status()
         if exc_type is None and status != _IDLE_TX and status != _UNKNOWN_TX:
@@ -176,7 +182,7 @@ class _Lend:
             try:
                 conn.commit()
             except BaseException:
-                self._give_back(conn, rec)
+                self._return_after_failed_commit(conn, rec)
                 raise
             status = _IDLE_TX
         if rec is None:
@@ -198,8 +204,8 @@ class _Lend:
         elif now >= pool._sweep_at:
             pool._sweep(now)
 
-    def _give_back(self, conn: Connection, rec: _Record | None) -> None:
-        """Return the connection after a failed commit (it is rolled back, or discarded if broken)."""
+    def _return_after_failed_commit(self, conn: Connection, rec: _Record | None) -> None:
+        """Give the connection back after its commit raised (rolled back, or discarded if broken)."""
         if rec is None:
             self.pool.putconn(conn)
         else:

@@ -7,6 +7,7 @@ import threading
 import time
 
 import psycopg2
+import psycopg2.errors
 import pytest
 
 from pgfactory_kit import ConnectionPool, KitConnection, PoolClosed, PoolTimeout, make_factory
@@ -545,3 +546,38 @@ def test_failed_connect_reaches_the_caller_and_frees_its_slot(settings):
         assert stats["connections_errors"] == 1 and stats["pool_size"] == 0
         with pool.connection(timeout=5) as conn:
             assert not conn.closed
+
+
+def test_a_connection_block_used_twice_by_hand_says_so_and_loses_nothing(factory):
+    with ConnectionPool(factory, max_size=2) as pool:
+        block = pool.connection()
+        conn = block.__enter__()
+        with pytest.raises(RuntimeError, match="already in use"):
+            block.__enter__()
+        block.__exit__(None, None, None)
+        with pytest.raises(RuntimeError, match="holds no connection"):
+            block.__exit__(None, None, None)
+        assert pool.stats()["pool_available"] == 1  # given back once
+        with pool.connection() as again:
+            assert again is conn
+
+
+def test_a_block_whose_commit_fails_raises_it_and_gives_back_a_clean_connection(factory, admin_conn):
+    with admin_conn.cursor() as cur:
+        cur.execute("DROP TABLE IF EXISTS pool_deferred")
+        cur.execute("CREATE TABLE pool_deferred (v int UNIQUE DEFERRABLE INITIALLY DEFERRED)")
+        cur.execute("GRANT ALL ON pool_deferred TO myuser")
+    try:
+        with ConnectionPool(factory, max_size=1) as pool:
+            with pytest.raises(psycopg2.errors.UniqueViolation):
+                with pool.connection() as conn, conn.cursor() as cur:
+                    cur.execute("INSERT INTO pool_deferred VALUES (1), (1)")  # checked only at COMMIT
+            stats = pool.stats()
+            assert stats["pool_available"] == 1 and stats["returns_bad"] == 0
+            with pool.connection() as again, again.cursor() as cur:
+                assert again is conn
+                cur.execute("SELECT count(*) FROM pool_deferred")
+                assert cur.fetchone()[0] == 0
+    finally:
+        with admin_conn.cursor() as cur:
+            cur.execute("DROP TABLE IF EXISTS pool_deferred")
