@@ -25,6 +25,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg2.extensions
 import psycopg2.pool
@@ -35,6 +36,7 @@ from pgfactory_kit import ConnectionPool, make_factory
 from pgfactory_kit.server import LocalServer
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
+Contenders = tuple[dict[str, Callable[[], None]], Callable[[], None]]  # timed ops ("held" first), closer
 
 
 class BareLend:
@@ -56,7 +58,7 @@ class BareLend:
         self.spare.append(conn)
 
 
-def contenders(settings) -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
+def contenders(settings) -> Contenders:
     """The timed operations, all on one connection, and a function that closes everything."""
     held = make_factory(settings)()
     kit = ConnectionPool(lambda: held, min_size=1, max_size=1)
@@ -94,6 +96,37 @@ def _parent(proc: Path) -> int | None:
         return None
 
 
+def ratios_to_held(make_contenders: Callable[[Any], Contenders], repeats: int, ops: int, prefix: str,
+                   on_start: Callable[[LocalServer], None] | None = None,
+                   ) -> tuple[dict[str, list[float]], list[float], str]:
+    """On a private server: per repeat, every contender's median per-op ratio to "held" (rotating one by
+    one), the held connection's median µs/op, and the machine line. Prints each repeat as it ends."""
+    scratch = tempfile.TemporaryDirectory(prefix=prefix)
+    server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
+    settings = server.start()
+    print(f"server: {settings.masked_dsn()}", flush=True)
+    ratios: dict[str, list[float]] = {}
+    held_us: list[float] = []
+    try:
+        if on_start is not None:
+            on_start(server)
+        ops_by_name, close = make_contenders(settings)
+        rotate_timed(ops_by_name, 300)  # warm-up, dropped
+        for repeat in range(repeats):
+            out = rotate_timed(ops_by_name, ops)
+            held_us.append(statistics.median(out["held"]))
+            for name in list(ops_by_name)[1:]:
+                ratios.setdefault(name, []).append(paired(out[name], out["held"]))
+            print(f"repeat {repeat + 1}/{repeats}: held {held_us[-1]:.1f} µs; "
+                  + ", ".join(f"{name} {values[-1]:.3f}x" for name, values in ratios.items()), flush=True)
+        close()
+        machine_text = machine(settings)
+    finally:
+        server.destroy()
+        scratch.cleanup()
+    return ratios, held_us, machine_text
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
@@ -102,29 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
-    scratch = tempfile.TemporaryDirectory(prefix="bench_with_floor_")
-    server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
-    settings = server.start()
-    print(f"server: {settings.masked_dsn()}", flush=True)
-    pinning = pin_apart(server) if args.pin else "client and server not pinned"
-    print(pinning, flush=True)
-    ratios: dict[str, list[float]] = {}
-    held_us: list[float] = []
-    try:
-        ops, close = contenders(settings)
-        rotate_timed(ops, 300)  # warm-up, dropped
-        for repeat in range(args.repeats):
-            out = rotate_timed(ops, args.ops)
-            held_us.append(statistics.median(out["held"]))
-            for name in list(ops)[1:]:
-                ratios.setdefault(name, []).append(paired(out[name], out["held"]))
-            print(f"repeat {repeat + 1}/{args.repeats}: held {held_us[-1]:.1f} µs; "
-                  + ", ".join(f"{name} {values[-1]:.3f}x" for name, values in ratios.items()), flush=True)
-        close()
-        machine_text = machine(settings)
-    finally:
-        server.destroy()
-        scratch.cleanup()
+    pinning = "client and server not pinned"
+
+    def pin(server: LocalServer) -> None:
+        nonlocal pinning
+        if args.pin:
+            pinning = pin_apart(server)
+        print(pinning, flush=True)
+
+    ratios, held_us, machine_text = ratios_to_held(contenders, args.repeats, args.ops, "bench_with_floor_", pin)
 
     rows = "\n".join(f"| {name} | {statistics.median(values):.3f}x | {min(values):.3f}–{max(values):.3f}x |"
                      for name, values in ratios.items())

@@ -16,18 +16,14 @@ import argparse
 import datetime as dt
 import statistics
 import sys
-import tempfile
 import threading
-from collections.abc import Callable
-from pathlib import Path
 from time import monotonic
 
-from bench_pool import free_port, held_select_op, machine, paired, rotate_timed, with_select_op
-from bench_with_floor import BareLend
+from bench_pool import held_select_op, with_select_op
+from bench_with_floor import BareLend, Contenders, ratios_to_held
 from results_file import RESULTS, replace_block
 
 from pgfactory_kit import make_factory
-from pgfactory_kit.server import LocalServer
 
 
 class WithLock(BareLend):
@@ -110,7 +106,7 @@ PIECES: dict[str, type] = {"bare with": BareLend, "+ lock pairs": WithLock, "+ 2
                            "+ set claim": WithSetClaim, "+ 1 call": WithCall}
 
 
-def contenders(settings) -> tuple[dict[str, Callable[[], None]], Callable[[], None]]:
+def contenders(settings) -> Contenders:
     held = make_factory(settings)()
     spare = [held]
     ops = {"held": held_select_op(held)}
@@ -126,25 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
-    scratch = tempfile.TemporaryDirectory(prefix="bench_with_pieces_")
-    server = LocalServer(data_dir=Path(scratch.name) / "data", port=free_port())
-    settings = server.start()
-    print(f"server: {settings.masked_dsn()}", flush=True)
-    ratios: dict[str, list[float]] = {name: [] for name in PIECES}
-    try:
-        ops, close = contenders(settings)
-        rotate_timed(ops, 300)  # warm-up, dropped
-        for repeat in range(args.repeats):
-            out = rotate_timed(ops, args.ops)
-            for name in PIECES:
-                ratios[name].append(paired(out[name], out["held"]))
-            print(f"repeat {repeat + 1}/{args.repeats}: "
-                  + ", ".join(f"{name} {values[-1]:.3f}x" for name, values in ratios.items()), flush=True)
-        close()
-        machine_text = machine(settings)
-    finally:
-        server.destroy()
-        scratch.cleanup()
+    ratios, _, machine_text = ratios_to_held(contenders, args.repeats, args.ops, "bench_with_pieces_")
 
     bare = statistics.median(ratios["bare with"])
     rows = []
