@@ -16,6 +16,27 @@ from pgfactory_kit.server import LocalServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def number_from_child(body) -> int:
+    """Run ``body()`` in a forked child and return the number it returns; the child's exit status
+    must be 0 (an exception, or ``os._exit`` with another code, fails the calling test)."""
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        code = 1
+        try:
+            os.close(read_fd)
+            os.write(write_fd, str(body()).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    _, status = os.waitpid(child, 0)
+    value = int(os.read(read_fd, 64) or b"0")
+    os.close(read_fd)
+    assert os.waitstatus_to_exitcode(status) == 0, f"the forked child exited with {status}"
+    return value
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as s:

@@ -13,6 +13,8 @@ import pytest
 from pgfactory_kit import ConnectionPool, KitConnection, PoolClosed, PoolTimeout, make_factory
 from pgfactory_kit.pool import TRUST_WINDOW
 
+from .conftest import number_from_child
+
 STATS_KEYS = {"pool_min", "pool_max", "pool_size", "pool_available", "requests_waiting", "requests_num",
               "requests_queued", "requests_wait_ms", "requests_errors", "connections_num", "connections_ms",
               "connections_errors", "connections_lost", "returns_bad"}
@@ -437,31 +439,22 @@ def test_forked_child_neither_uses_nor_closes_the_parents_connections(factory):
         with pool.connection() as conn:
             parent_backend = backend_pid(conn)
         borrowed = pool.getconn()
-        read_fd, write_fd = os.pipe()
-        child = os.fork()
-        if child == 0:
-            code = 1
-            try:
-                os.close(read_fd)
-                try:  # the inherited connection must not reach the parent's session
-                    backend_pid(borrowed)
-                    os._exit(3)
-                except psycopg2.Error:
-                    pass
-                with pool.connection(timeout=10) as mine:
-                    child_backend = backend_pid(mine)
-                pool.close()
-                del borrowed
-                gc.collect()
-                os.write(write_fd, str(child_backend).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write_fd)
-        _, status = os.waitpid(child, 0)
-        child_backend = int(os.read(read_fd, 64) or b"0")
-        os.close(read_fd)
-        assert os.waitstatus_to_exitcode(status) == 0
+
+        def in_child() -> int:
+            nonlocal borrowed
+            try:  # the inherited connection must not reach the parent's session
+                backend_pid(borrowed)
+                os._exit(3)
+            except psycopg2.Error:
+                pass
+            with pool.connection(timeout=10) as mine:
+                child_backend = backend_pid(mine)
+            pool.close()
+            del borrowed  # freeing it in the child must not end the parent's session either
+            gc.collect()
+            return child_backend
+
+        child_backend = number_from_child(in_child)
         assert child_backend not in (0, parent_backend)
         backend_pid(borrowed)  # the parent's borrowed connection survived the child
         pool.putconn(borrowed)

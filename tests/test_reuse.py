@@ -10,6 +10,8 @@ import pytest
 
 from pgfactory_kit import KitConnection, ReusedConnection, make_factory
 
+from .conftest import number_from_child
+
 
 def backend_pid(conn) -> int:
     with conn.cursor() as cur:
@@ -143,23 +145,13 @@ def test_forked_child_neither_uses_nor_closes_the_parents_connection(factory):
     reused = ReusedConnection(factory)
     parent_pid = backend_pid(reused.get())
     reused.get().commit()
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child: must open its own backend, and closing must not touch the parent's
-        code = 1
-        try:
-            os.close(read_fd)
-            child_backend = backend_pid(reused.get())
-            reused.close()
-            os.write(write_fd, str(child_backend).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    os.close(write_fd)
-    _, status = os.waitpid(child, 0)
-    child_backend = int(os.read(read_fd, 64) or b"0")
-    os.close(read_fd)
-    assert os.waitstatus_to_exitcode(status) == 0
+
+    def in_child() -> int:  # must open its own backend, and closing must not touch the parent's
+        child_backend = backend_pid(reused.get())
+        reused.close()
+        return child_backend
+
+    child_backend = number_from_child(in_child)
     assert child_backend not in (0, parent_pid)
     assert backend_pid(reused.get()) == parent_pid  # the parent's session survived the child
     assert reused.connects == 1
