@@ -28,8 +28,8 @@ from pathlib import Path
 import psycopg2
 from results_file import RESULTS, replace_block
 
-from pgfactory_kit.pgbouncer import LocalPgBouncer, find_pgbouncer
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.pgbouncer import LocalPgBouncer, find_pgbouncer
+from pgfactory_kit.servers.postgres import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
 SECTION = "## PgBouncer"

@@ -35,7 +35,7 @@ import psycopg2.pool
 from results_file import RESULTS, replace_block
 
 from pgfactory_kit import ConnectionPool, make_factory
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 
 SECTION = "## Pool"
 THREADS, CONNS = 16, 4

@@ -33,7 +33,7 @@ from bench_pool import free_port, held_select_op, machine, paired, psycopg2_pool
 from results_file import RESULTS, replace_block
 
 from pgfactory_kit import ConnectionPool, make_factory
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 
 _IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 Contenders = tuple[dict[str, Callable[[], None]], Callable[[], None]]  # timed ops ("held" first), closer

@@ -142,3 +142,11 @@ class ServerStartError(ServerError):
 
 class ProvisionError(RuntimeError):
     """Workshop provisioning cannot go ahead; the message says why and what to change."""
+
+
+class PoolTimeout(psycopg2.OperationalError):
+    """No connection became available within the timeout."""
+
+
+class PoolClosed(psycopg2.OperationalError):
+    """The pool is closed: it hands out no more connections."""

@@ -8,6 +8,8 @@ from pathlib import Path
 STATE_DIR_NAME = ".pgfactory"
 ENV_FILE_NAME = "kit.env"
 PGPASS_FILE_NAME = "pgpass"
+# The schema and seed of the lessons' table ``mytable``: the repo's data/initdb, also docker-compose's.
+SQL_DIR = Path(__file__).resolve().parent.parent / "data" / "initdb"
 
 
 def project_root(environ: Mapping[str, str] | None = None) -> Path:

@@ -126,7 +126,7 @@ class KitDatabase:
 
     def destroy(self) -> None:
         """Stop the server and delete its data (idempotent)."""
-        from pgfactory_kit.server import LocalServer
+        from pgfactory_kit.servers.postgres import LocalServer
 
         LocalServer(data_dir=self.data_dir, port=self.port).destroy()
 

@@ -11,7 +11,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit import ConnectionSettings, make_factory
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,7 +6,7 @@ import importlib.util
 import psycopg2
 import pytest
 
-from pgfactory_kit import bench
+from pgfactory_kit.measuring import runner as bench
 
 SMALL = dict(operations=12, warmup=2, repeats=1, blocks=3, progress=False)
 # Every operation the server sees: warm-ups, one settling operation per block, and the timed ones.
@@ -97,7 +97,7 @@ def test_added_rtt_makes_every_reused_query_wait_at_least_one_round_trip(server)
 
 
 def test_an_unavailable_strategy_is_skipped_with_a_note(server, monkeypatch) -> None:
-    import pgfactory_kit.pgbouncer as pgbouncer_module
+    import pgfactory_kit.servers.pgbouncer as pgbouncer_module
     monkeypatch.setattr(pgbouncer_module, "find_pgbouncer", lambda: None)
     result = bench.run_benchmark(server=server, strategies=("reused", "pgbouncer"), **SMALL)
     assert set(result.results["strategy"]) == {"reused"}
@@ -145,7 +145,7 @@ def test_connect_breakdown_measures_every_part(server) -> None:
 
 
 def test_pgbouncer_strategy_keeps_server_sessions_few_while_clients_connect_per_query(server) -> None:
-    from pgfactory_kit.pgbouncer import find_pgbouncer
+    from pgfactory_kit.servers.pgbouncer import find_pgbouncer
     if find_pgbouncer() is None:
         pytest.skip("PgBouncer is not installed")
     result = bench.run_benchmark(server=server, strategies=("connect_per_query", "pgbouncer"), **SMALL)
@@ -157,7 +157,7 @@ def test_pgbouncer_strategy_keeps_server_sessions_few_while_clients_connect_per_
 
 
 def test_a_server_that_drops_everyone_mid_run_surfaces_the_original_error(server, monkeypatch) -> None:
-    from pgfactory_kit import bench_strategies
+    from pgfactory_kit.measuring import strategies as bench_strategies
     original = bench_strategies.Workload.run
     calls = {"n": 0}
 

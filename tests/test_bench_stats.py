@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pgfactory_kit.bench_stats import bootstrap_ratio_ci, fit_rtt_model, median, percentile, summarize, throughput
+from pgfactory_kit.measuring.stats import bootstrap_ratio_ci, fit_rtt_model, median, percentile, summarize, throughput
 
 
 def test_percentile_and_median_match_hand_computed_values() -> None:

@@ -14,7 +14,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit.cli import main
-from pgfactory_kit.compose import docker_database, forget_kit_env_file
+from pgfactory_kit.servers.compose import docker_database, forget_kit_env_file
 from pgfactory_kit.settings import (
     DEFAULT_DBNAME,
     DEFAULT_HOST,
@@ -171,8 +171,8 @@ def test_env_example_compose_defaults_and_kit_defaults_agree():
 
 
 def test_local_pgbouncer_default_port_matches_the_compose_one():
-    from pgfactory_kit.compose import DEFAULT_PGBOUNCER_PORT as compose_default
-    from pgfactory_kit.pgbouncer import DEFAULT_PGBOUNCER_PORT
+    from pgfactory_kit.servers.compose import DEFAULT_PGBOUNCER_PORT as compose_default
+    from pgfactory_kit.servers.pgbouncer import DEFAULT_PGBOUNCER_PORT
     assert DEFAULT_PGBOUNCER_PORT == compose_default == int(read_env_file(ENV_EXAMPLE)["PGBOUNCER_PORT"])
 
 

@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from pgfactory_kit.server import find_bin_dir
+from pgfactory_kit.servers.postgres import find_bin_dir
 
 from .conftest import ROOT
 

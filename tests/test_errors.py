@@ -15,7 +15,7 @@ import pytest
 from pgfactory_kit import make_factory
 from pgfactory_kit.cli import main
 from pgfactory_kit.errors import BinariesMissingError, KitConnectError, PortInUseError, explain_connect_error
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
 from .conftest import free_port
@@ -167,7 +167,7 @@ def test_missing_binaries_say_what_was_tried_and_how_to_install(tmp_path):
 
 
 def test_pool_exhausted_names_the_pool_its_size_and_the_wait(settings):
-    pool_module = pytest.importorskip("pgfactory_kit.pool")
+    pool_module = pytest.importorskip("pgfactory_kit.pooling.pool")
     factory = make_factory(settings)
     with pool_module.ConnectionPool(factory, min_size=1, max_size=2, timeout=30.0, name="errors-test") as pool:
         held = [pool.getconn(), pool.getconn()]
@@ -184,7 +184,7 @@ def test_pool_exhausted_names_the_pool_its_size_and_the_wait(settings):
 
 
 def test_pool_closed_says_it_is_closed_and_what_to_do(settings):
-    pool_module = pytest.importorskip("pgfactory_kit.pool")
+    pool_module = pytest.importorskip("pgfactory_kit.pooling.pool")
     pool = pool_module.ConnectionPool(make_factory(settings.with_(password=settings.password)),
                                       min_size=1, max_size=2, name="closed-test")
     pool.close()
@@ -196,7 +196,7 @@ def test_pool_closed_says_it_is_closed_and_what_to_do(settings):
 
 
 def test_pool_whose_factory_cannot_connect_explains_why_without_the_password(bad):
-    pool_module = pytest.importorskip("pgfactory_kit.pool")
+    pool_module = pytest.importorskip("pgfactory_kit.pooling.pool")
     with within(20), pytest.raises(psycopg2.OperationalError) as info:
         pool_module.ConnectionPool(make_factory(bad), min_size=1, max_size=2, timeout=2.0, name="badpw")
     text = str(info.value)

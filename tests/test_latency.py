@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psycopg2
 import pytest
 
-from pgfactory_kit.latency import DelayProxy
+from pgfactory_kit.measuring.proxy import DelayProxy
 
 IO_TIMEOUT_S = 20
 

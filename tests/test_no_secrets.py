@@ -17,7 +17,7 @@ import pytest
 
 from pgfactory_kit import KitConnection, make_factory
 from pgfactory_kit.cli import main
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
 from .conftest import ROOT, free_port
@@ -121,8 +121,8 @@ def test_reprs_and_descriptions_never_show_the_password(secret_server):
         texts += [repr(conn), conn.dsn, str(conn.get_dsn_parameters())]
     finally:
         conn.close()
-    from pgfactory_kit.pool import ConnectionPool
-    from pgfactory_kit.reuse import ReusedConnection
+    from pgfactory_kit.pooling.pool import ConnectionPool
+    from pgfactory_kit.pooling.reuse import ReusedConnection
     reused = ReusedConnection(factory)
     reused.get()
     texts += [repr(reused), repr(reused.get())]
@@ -132,7 +132,7 @@ def test_reprs_and_descriptions_never_show_the_password(secret_server):
             texts += [repr(pool), str(pool.stats()), repr(pooled), pooled.dsn]
     texts.append(repr(pool))
     try:
-        from pgfactory_kit.pgbouncer import LocalPgBouncer
+        from pgfactory_kit.servers.pgbouncer import LocalPgBouncer
         texts.append(repr(LocalPgBouncer(srv)))
     except ImportError:
         pass
@@ -143,7 +143,7 @@ def test_reprs_and_descriptions_never_show_the_password(secret_server):
 def test_logs_warnings_and_errors_never_show_the_password(secret_server, caplog):
     srv = secret_server
     settings = srv.start()
-    from pgfactory_kit.pool import ConnectionPool
+    from pgfactory_kit.pooling.pool import ConnectionPool
     caplog.set_level(logging.DEBUG)
     errors: list[str] = []
     with warnings.catch_warnings(record=True) as caught:

@@ -12,8 +12,8 @@ from xml.etree import ElementTree
 import nbformat
 import pytest
 
-from pgfactory_kit.notebook_tools import EXPECTED_KEY, is_checked, with_expected_outputs
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.lessons.notebooks import EXPECTED_KEY, is_checked, with_expected_outputs
+from pgfactory_kit.servers.postgres import LocalServer
 
 from .conftest import started_server
 
@@ -88,7 +88,7 @@ def test_every_checked_cell_records_its_expected_output(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     missing = [i for i, c in enumerate(nb.cells) if is_checked(c) and EXPECTED_KEY not in c.metadata]
     assert not missing, (f"{path.name}: cells {missing} are marked NBVAL_CHECK_OUTPUT but have no "
-                         f"metadata[{EXPECTED_KEY!r}]; run `python -m pgfactory_kit.notebook_tools record {path}`")
+                         f"metadata[{EXPECTED_KEY!r}]; run `python -m pgfactory_kit.lessons.notebooks record {path}`")
 
 
 @pytest.mark.parametrize("path", LESSONS, ids=_ids(LESSONS))
@@ -101,7 +101,7 @@ def test_lesson_opens_with_question_and_ends_with_what_we_saw_and_a_challenge(pa
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
     assert "Challenge" in markdown, f"{path.name}: has a Challenge exercise"
     assert "What we saw" in markdown, f"{path.name}: ends with 'What we saw'"
-    assert any("pgfactory_kit.exercises" in c.source for c in nb.cells if c.cell_type == "code"), \
+    assert any("pgfactory_kit.lessons.exercises" in c.source for c in nb.cells if c.cell_type == "code"), \
         f"{path.name}: the challenge uses a checker from pgfactory_kit.exercises"
     asserts = sum(c.source.count("assert ") for c in nb.cells if c.cell_type == "code")
     assert asserts >= 2, f"{path.name}: teaching claims are explicit assertions (found {asserts})"
@@ -168,7 +168,7 @@ def test_notebook_runs_top_to_bottom_under_nbval_in_quick_mode(path: Path, nbval
 
 # ------------------------------------------------------------------------------ the challenge checkers
 def test_checker_failure_says_what_was_expected_what_was_seen_and_a_hint() -> None:
-    from pgfactory_kit.exercises import ExerciseFailed, check
+    from pgfactory_kit.lessons.exercises import ExerciseFailed, check
 
     with pytest.raises(ExerciseFailed) as caught:
         check(False, expected="two PIDs", seen=[1], hint="append one per operation")
@@ -177,14 +177,14 @@ def test_checker_failure_says_what_was_expected_what_was_seen_and_a_hint() -> No
 
 
 def test_unattempted_challenge_prints_what_to_do_and_is_not_a_pass(capsys: pytest.CaptureFixture[str]) -> None:
-    from pgfactory_kit.exercises import nb02
+    from pgfactory_kit.lessons.exercises import nb02
 
     verdict = nb02.check_counted_dict_row(..., ...)
     assert not verdict and "not attempted yet" in capsys.readouterr().out
 
 
 def test_nb01_checker_rejects_two_connections_with_a_hint(settings) -> None:
-    from pgfactory_kit.exercises import ExerciseFailed, nb01
+    from pgfactory_kit.lessons.exercises import ExerciseFailed, nb01
 
     with pytest.raises(ExerciseFailed, match="call the factory once"):
         nb01.check_one_connection(settings, 0, [101, 102])
@@ -193,7 +193,7 @@ def test_nb01_checker_rejects_two_connections_with_a_hint(settings) -> None:
 def test_nb07_checker_rejects_a_caller_that_does_not_retry(settings) -> None:
     import psycopg2
 
-    from pgfactory_kit.exercises import ExerciseFailed, nb07
+    from pgfactory_kit.lessons.exercises import ExerciseFailed, nb07
 
     def no_retry(pool, sql, params=()):
         with pool.connection() as conn, conn.cursor() as cur:

@@ -13,11 +13,11 @@ from pathlib import Path
 import psycopg2
 import pytest
 
-from pgfactory_kit import pgbouncer as pgb
 from pgfactory_kit.cli import main
-from pgfactory_kit.pgbouncer import LocalPgBouncer, PgBouncerMissingError, find_pgbouncer, scram_verifier
-from pgfactory_kit.processes import pid_alive
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers import pgbouncer as pgb
+from pgfactory_kit.servers.daemon import pid_alive
+from pgfactory_kit.servers.pgbouncer import LocalPgBouncer, PgBouncerMissingError, find_pgbouncer, scram_verifier
+from pgfactory_kit.servers.postgres import LocalServer
 
 from .conftest import free_port
 

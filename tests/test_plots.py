@@ -13,8 +13,8 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from pgfactory_kit import plots  # noqa: E402
-from pgfactory_kit.bench_stats import fit_rtt_model, summarize  # noqa: E402
+from pgfactory_kit.measuring import plots  # noqa: E402
+from pgfactory_kit.measuring.stats import fit_rtt_model, summarize  # noqa: E402
 
 MACHINE = {"postgresql": "18.6", "auth": "scram-sha-256", "transport": "TCP", "added_rtt_ms": 0.0, "cpu_count": 2}
 COSTS_MS = {"connect_per_query": 6.0, "reused": 0.05, "pool": 0.06}

@@ -11,7 +11,7 @@ import psycopg2.errors
 import pytest
 
 from pgfactory_kit import ConnectionPool, KitConnection, PoolClosed, PoolTimeout, make_factory
-from pgfactory_kit.pool import TRUST_WINDOW
+from pgfactory_kit.pooling.pool import TRUST_WINDOW
 
 from .conftest import number_from_child
 

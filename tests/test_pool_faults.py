@@ -10,7 +10,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit import ConnectionPool, make_factory
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 from tests.conftest import free_port
 
 SOAK_SECONDS = 10.0

@@ -15,7 +15,7 @@ from psycopg2 import sql
 from pgfactory_kit import make_factory
 from pgfactory_kit.cli import main
 from pgfactory_kit.errors import ProvisionError
-from pgfactory_kit.provision import Budget, check, drop, password_matches, provision, scram_verifier
+from pgfactory_kit.servers.provision import Budget, check, drop, password_matches, provision, scram_verifier
 from pgfactory_kit.settings import ConnectionSettings
 
 from .conftest import ROOT

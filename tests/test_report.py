@@ -12,9 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from pgfactory_kit.notebook_tools import Execution
-from pgfactory_kit.report import _link_pages, find_notebooks, write_index, write_page
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.lessons.notebooks import Execution
+from pgfactory_kit.lessons.report import _link_pages, find_notebooks, write_index, write_page
+from pgfactory_kit.servers.postgres import LocalServer
 
 from .conftest import started_server
 
@@ -115,7 +115,7 @@ def test_links_between_notebooks_become_links_between_pages() -> None:
 
 
 def test_a_failing_notebook_is_reported_with_its_error_not_raised(tmp_path: Path) -> None:
-    from pgfactory_kit.notebook_tools import execute
+    from pgfactory_kit.lessons.notebooks import execute
 
     nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("assert 1 == 2, 'the claim no longer holds'")])
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}

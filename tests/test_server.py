@@ -13,7 +13,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit.errors import BinariesMissingError, PortInUseError
-from pgfactory_kit.server import LocalServer
+from pgfactory_kit.servers.postgres import LocalServer
 
 from .conftest import ROOT, free_port
 
@@ -211,14 +211,14 @@ def test_works_as_a_normal_user(nobody_home):
         pytest.skip("no system python3 of this version for a normal user")
     site_packages = site.getsitepackages()[0]
     as_nobody = {"user": 65534, "group": 65534, "extra_groups": [], "cwd": "/"}
-    probe = subprocess.run(["test", "-r", str(ROOT / "pgfactory_kit" / "server.py"), "-a", "-r", site_packages],
-                           check=False, **as_nobody)
+    source = ROOT / "pgfactory_kit" / "servers" / "postgres.py"
+    probe = subprocess.run(["test", "-r", str(source), "-a", "-r", site_packages], check=False, **as_nobody)
     if probe.returncode != 0:
         pytest.skip("the project or its packages are not readable by `nobody` here")
     home = nobody_home
     script = (
         "import os, psycopg2\n"
-        "from pgfactory_kit.server import LocalServer\n"
+        "from pgfactory_kit.servers.postgres import LocalServer\n"
         f"s = LocalServer(data_dir={str(home / 'data')!r}, port={free_port()})\n"
         "settings = s.start()\n"
         "conn = psycopg2.connect(**settings.connect_kwargs())\n"

@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ServerError
+from ..errors import ServerError
 
 SERVICE_USER = os.environ.get("PGFACTORY_SERVICE_USER", "pgfactory")
 RELOCATION_ROOT = Path(os.environ.get("PGFACTORY_SYSTEM_DIR", "/var/lib/pgfactory-kit"))

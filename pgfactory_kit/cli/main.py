@@ -12,14 +12,14 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import ServerError
-from .server import LocalServer
+from ..errors import ServerError
+from ..servers.postgres import LocalServer
 
 # name -> (module, one-line help); loaded only when used.
 SUBCOMMAND_MODULES: dict[str, tuple[str, str]] = {
-    "bench": ("pgfactory_kit.bench_cli", "measure connect-per-query against reused and pooled connections"),
-    "provision": ("pgfactory_kit.provision", "create (or drop, or check) learner roles on a shared server"),
-    "report": ("pgfactory_kit.report", "execute the notebooks headless and write report/"),
+    "bench": ("pgfactory_kit.cli.bench", "measure connect-per-query against reused and pooled connections"),
+    "provision": ("pgfactory_kit.servers.provision", "create (or drop, or check) learner roles on a shared server"),
+    "report": ("pgfactory_kit.lessons.report", "execute the notebooks headless and write report/"),
 }
 
 
@@ -28,7 +28,7 @@ def _server(args: argparse.Namespace) -> LocalServer:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .compose import answers, compose_pgbouncer_settings, docker_instead_of, forget_kit_env_file
+    from ..servers.compose import answers, compose_pgbouncer_settings, docker_instead_of, forget_kit_env_file
     server = _server(args)
     docker = docker_instead_of(server, chosen=(args.port, args.data_dir, args.bin_dir))
     if docker is not None:
@@ -48,7 +48,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     print(f"Env file: {server.state_dir / 'kit.env'} (the kit and notebooks read it; "
           "`eval \"$(pgfactory-kit env)\"` sets up a shell)")
     if getattr(args, "pgbouncer", False):
-        from .pgbouncer import LocalPgBouncer
+        from ..servers.pgbouncer import LocalPgBouncer
         bouncer = LocalPgBouncer(server)
         bsettings = bouncer.start()
         print(f"PgBouncer is up: {bsettings.masked_dsn()} (transaction pooling, scram-sha-256)")
@@ -56,8 +56,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    from .compose import docker_instead_of
-    from .pgbouncer import LocalPgBouncer
+    from ..servers.compose import docker_instead_of
+    from ..servers.pgbouncer import LocalPgBouncer
     server = _server(args)
     bouncer = LocalPgBouncer(server)
     if bouncer.status().running:
@@ -71,8 +71,8 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .compose import docker_instead_of
-    from .pgbouncer import LocalPgBouncer
+    from ..servers.compose import docker_instead_of
+    from ..servers.pgbouncer import LocalPgBouncer
     server = _server(args)
     status = server.status()
     print(status)

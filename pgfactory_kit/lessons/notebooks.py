@@ -6,7 +6,7 @@ Notebooks are committed without outputs. A cell whose output is the same everywh
 reference output in a copy, so ``pytest --nbval-lax`` compares it. To (re)record the expected
 text after editing such a cell::
 
-    PGFACTORY_QUICK=1 python -m pgfactory_kit.notebook_tools record notebooks/01_blog_factory.ipynb
+    PGFACTORY_QUICK=1 python -m pgfactory_kit.lessons.notebooks record notebooks/01_blog_factory.ipynb
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def with_expected_outputs(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
             text = cell.metadata.get(EXPECTED_KEY)
             if text is None:
                 raise ValueError(f"a {CHECK_MARK} cell has no metadata[{EXPECTED_KEY!r}]: record it with "
-                                 "`python -m pgfactory_kit.notebook_tools record NOTEBOOK`")
+                                 "`python -m pgfactory_kit.lessons.notebooks record NOTEBOOK`")
             cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=text)] if text else []
             cell.execution_count = count
     return out
@@ -141,7 +141,7 @@ def record_expected(path: Path, env: Mapping[str, str] | None = None) -> list[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pgfactory_kit.notebook_tools",
+    parser = argparse.ArgumentParser(prog="python -m pgfactory_kit.lessons.notebooks",
                                      description="Record the expected output of # NBVAL_CHECK_OUTPUT cells.")
     sub = parser.add_subparsers(dest="command", required=True)
     rec = sub.add_parser("record", help="execute notebooks and store their checked cells' output")

@@ -14,8 +14,8 @@ from collections.abc import Callable, Iterator
 import psycopg2
 import psycopg2.extensions
 
-from . import pool_fork
-from .pool_health import _IDLE, broken, close_quietly, make_poller, spoken_to, usable
+from . import fork as pool_fork
+from .health import _IDLE, broken, close_quietly, make_poller, spoken_to, usable
 
 Connection = psycopg2.extensions.connection
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ...settings import ConnectionSettings
 from ..lesson import server_view
-from ..settings import ConnectionSettings
 from . import Verdict, check, not_attempted, passed, todo
 
 

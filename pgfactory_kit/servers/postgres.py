@@ -28,12 +28,12 @@ from pathlib import Path
 import psycopg2
 from psycopg2 import sql
 
-from . import paths
-from .errors import BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError, ServerStartError
-from .processes import pid_alive, read_text, tail, wait_until
+from .. import paths
+from ..errors import BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError, ServerStartError
+from ..settings import DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings, pgpass_line
+from .daemon import pid_alive, read_text, tail, wait_until
 from .scram import md5_verifier, password_matches, scram_verifier
 from .service_user import RunAs, current_runas, reachable_bin_dir, relocated_path
-from .settings import DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings, pgpass_line
 
 ADMIN_USER = "pgfactory_admin"
 ADMIN_PASSWORD_FILE = "pgfactory_admin.pass"
@@ -41,7 +41,6 @@ LOG_FILE = "server.log"
 CONF_FILE = "pgfactory_kit.conf"
 # Roles that differ only in how they authenticate, for the connect-cost measurements.
 AUTH_ROLES = {"scram-sha-256": "auth_scram", "md5": "auth_md5", "trust": "auth_trust"}
-SQL_DIR = Path(__file__).resolve().parent.parent / "data" / "initdb"
 START_TIMEOUT_S = 60
 
 
@@ -470,7 +469,7 @@ class LocalServer:
         conn = psycopg2.connect(**self.settings().with_(dbname=dbname).connect_kwargs())
         try:
             with conn, conn.cursor() as cur:
-                for script in sorted(SQL_DIR.glob("*.sql")):
+                for script in sorted(paths.SQL_DIR.glob("*.sql")):
                     cur.execute(script.read_text(encoding="utf-8"))
                 roles = sql.SQL(", ").join(sql.Identifier(r) for r in AUTH_ROLES.values())
                 cur.execute(sql.SQL("GRANT SELECT, INSERT ON mytable TO {}").format(roles))

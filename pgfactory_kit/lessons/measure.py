@@ -27,9 +27,9 @@ from typing import Any
 
 import psycopg2
 
+from ..servers.postgres import LocalServer
+from ..settings import ConnectionSettings
 from .lesson import kit_server, save_csv, save_figure
-from .server import LocalServer
-from .settings import ConnectionSettings
 
 # The bench's progress bars fall back to text when ipywidgets is absent; the warning saying so is noise here.
 warnings.filterwarnings("ignore", message="IProgress not found")
@@ -102,7 +102,7 @@ def pool_size_sweep(settings: ConnectionSettings | None = None, *, pool_sizes: S
                     **kwargs: Any):
     """``bench.thread_sweep`` once per pool size (strategy renamed ``"pool, max_size=N"``), plus one sweep
     of the ``reference`` strategies; all combined into one ``BenchResult``."""
-    from . import bench
+    from ..measuring import runner as bench
 
     parts = []
     for size in pool_sizes:
@@ -121,8 +121,8 @@ def pool_sizes_figure(summary: Any, machine: dict[str, Any] | None = None):
     from matplotlib import colormaps
     from matplotlib.figure import Figure
 
-    from . import plots
-    from .machine import summary_line
+    from ..measuring import plots
+    from ..measuring.machine import summary_line
 
     fig = Figure(figsize=(12, 5), layout="constrained")
     axes = fig.subplots(1, 2)
@@ -294,8 +294,8 @@ def _pool_process(settings: ConnectionSettings, index: int, max_size: int, hold_
                   barrier: Any, results: Any) -> None:
     """One application process: a ConnectionPool of ``max_size``, and ``max_size`` threads that each
     hold a connection for ``hold_s`` seconds at the same time. Reports one dict on ``results``."""
-    from .factory import make_factory
-    from .pool import ConnectionPool
+    from ..factory import make_factory
+    from ..pooling.pool import ConnectionPool
 
     report: dict[str, Any] = dict(process=index, pool_max_size=max_size, connections_got=0, refused=0,
                                   error=None)
@@ -392,7 +392,7 @@ def cloud_table(fit: Any, rtt_ms: Sequence[float] = (0.1, 1, 20, 80), requests: 
 # ---------------------------------------------------------------------------- small wrappers the notebooks call
 def run_workloads(workloads: Sequence[str] = ("select_all", "insert"), **kwargs: Any):
     """``bench.run_benchmark`` once per workload (same strategies and sizes), combined into one result."""
-    from . import bench
+    from ..measuring import runner as bench
 
     return bench.combine([bench.run_benchmark(workload=w, **kwargs) for w in workloads])
 

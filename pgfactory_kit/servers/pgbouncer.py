@@ -28,12 +28,12 @@ from typing import Any
 
 import psycopg2
 
-from .errors import ServerError
-from .processes import pid_alive, read_text, tail, wait_until
+from ..errors import ServerError
+from ..settings import DEFAULT_USER, ConnectionSettings
+from .daemon import pid_alive, read_text, tail, wait_until
+from .postgres import LocalServer
 from .scram import scram_verifier
-from .server import LocalServer
 from .service_user import RELOCATION_ROOT, RunAs, current_runas, relocated_path
-from .settings import DEFAULT_USER, ConnectionSettings
 
 DEFAULT_PGBOUNCER_PORT = 16432
 PORT_ENV = "PGFACTORY_PGBOUNCER_PORT"

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
-from .settings import ConnectionSettings
+from ..settings import ConnectionSettings
 
 COMPONENTS = ("TCP handshake", "backend start + session set-up", "TLS handshake", "password authentication",
               "first query on the new connection", "query on a reused connection")

@@ -13,8 +13,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from .bench_stats import strategy_rank
 from .machine import summary_line
+from .stats import strategy_rank
 
 LABELS = {
     "connect_per_query": "connect per query (the blog)",

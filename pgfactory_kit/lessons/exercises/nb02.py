@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..factory import KitConnection
+from ...factory import KitConnection
 from . import Verdict, check, not_attempted, passed, todo
 
 

@@ -9,10 +9,10 @@ from typing import Any
 import psycopg2
 import psycopg2.errors
 
-from ..factory import make_factory
+from ...factory import make_factory
+from ...pooling.pool import ConnectionPool
+from ...settings import ConnectionSettings
 from ..lesson import server_view, wait_until_gone
-from ..pool import ConnectionPool
-from ..settings import ConnectionSettings
 from . import Verdict, check, passed, todo
 
 CHECKER_APP = "pgfactory_nb07_checker"

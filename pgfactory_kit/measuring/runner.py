@@ -25,8 +25,11 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
-from .bench_stats import GROUP_COLUMNS, fit_rtt_model, strategy_rank, summarize
-from .bench_strategies import (
+from ..errors import explain_connect_error
+from ..settings import ConnectionSettings
+from .machine import machine_summary, server_version, summary_line
+from .stats import GROUP_COLUMNS, fit_rtt_model, strategy_rank, summarize
+from .strategies import (
     DEFAULT_STRATEGIES,
     STRATEGIES,
     Strategy,
@@ -35,9 +38,6 @@ from .bench_strategies import (
     make_strategy,
     make_workload,
 )
-from .errors import explain_connect_error
-from .machine import machine_summary, server_version, summary_line
-from .settings import ConnectionSettings
 
 __all__ = ["BenchResult", "run_benchmark", "thread_sweep", "rtt_sweep", "summarize", "fit_rtt_model",
            "connect_breakdown", "combine", "STRATEGIES", "DEFAULT_STRATEGIES", "TRANSPORTS", "AUTH_METHODS"]
@@ -336,7 +336,7 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
     with contextlib.ExitStack() as stack:
         route = None
         if rtt_ms:
-            from .latency import DelayProxy
+            from .proxy import DelayProxy
 
             def route(where: ConnectionSettings) -> ConnectionSettings:
                 """``where``, reached through a DelayProxy adding ``rtt_ms`` of round-trip time."""
@@ -458,6 +458,6 @@ def rtt_sweep(settings: ConnectionSettings | None = None, *, rtt_ms: Sequence[fl
 
 
 def connect_breakdown(server: Any, **kwargs: Any) -> pd.DataFrame:
-    """Where the milliseconds of a new connection go; see ``bench_breakdown.connect_breakdown``."""
-    from .bench_breakdown import connect_breakdown as _breakdown
+    """Where the milliseconds of a new connection go; see ``breakdown.connect_breakdown``."""
+    from .breakdown import connect_breakdown as _breakdown
     return _breakdown(server, **kwargs)

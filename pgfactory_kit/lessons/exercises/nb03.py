@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..pool import ConnectionPool
+from ...pooling.pool import ConnectionPool
 from . import Verdict, check, not_attempted, passed, todo
 
 

@@ -12,8 +12,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .factory import make_factory
-from .settings import ConnectionSettings
+from ..factory import make_factory
+from ..settings import ConnectionSettings
 
 STRATEGIES = ("connect_per_query", "reused", "pool", "psycopg2_pool", "psycopg_pool", "pgbouncer")
 DEFAULT_STRATEGIES = ("connect_per_query", "reused", "pool")
@@ -119,7 +119,7 @@ class Reused(Strategy):
     """One connection, handed out again and again (``ReusedConnection``); threads take turns."""
 
     def open(self) -> None:
-        from .reuse import ReusedConnection
+        from ..pooling.reuse import ReusedConnection
         self._reused = ReusedConnection(self.factory())
 
     @contextlib.contextmanager
@@ -135,7 +135,7 @@ class Pool(Strategy):
     """The kit's ``ConnectionPool`` with ``max_size=pool_size``."""
 
     def open(self) -> None:
-        from .pool import ConnectionPool
+        from ..pooling.pool import ConnectionPool
         self._pool = ConnectionPool(self.factory(), min_size=1, max_size=self.pool_size, name="bench")
 
     @contextlib.contextmanager
@@ -211,9 +211,9 @@ class PgBouncerPerQuery(ConnectPerQuery):
 
     def open(self) -> None:
         try:
-            from .pgbouncer import LocalPgBouncer, find_pgbouncer
+            from ..servers.pgbouncer import LocalPgBouncer, find_pgbouncer
         except ImportError:
-            raise StrategyUnavailable("pgbouncer skipped: this installation has no pgfactory_kit.pgbouncer "
+            raise StrategyUnavailable("pgbouncer skipped: this installation has no pgfactory_kit.servers.pgbouncer "
                                       "module.") from None
         if find_pgbouncer() is None:
             raise StrategyUnavailable(

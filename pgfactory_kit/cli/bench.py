@@ -16,9 +16,10 @@ from typing import Any
 import pandas as pd
 import psycopg2
 
-from . import bench, plots
-from .bench_strategies import STRATEGIES
-from .settings import ConnectionSettings
+from ..measuring import plots
+from ..measuring import runner as bench
+from ..measuring.strategies import STRATEGIES
+from ..settings import ConnectionSettings
 
 # Time limits (s) bound each run even on a busy machine; a run that hits one stops early and says so.
 QUICK = dict(operations=100, warmup=10, repeats=2, threads=[1, 2, 4], rtt_ms=[0.0, 5.0, 10.0],
@@ -73,8 +74,8 @@ def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
     dsn = args.dsn or os.environ.get("PGFACTORY_DSN") or os.environ.get("DATABASE_URL")
     if dsn:
         return ConnectionSettings.from_dsn(dsn), None
-    from .compose import docker_instead_of
-    from .server import LocalServer
+    from ..servers.compose import docker_instead_of
+    from ..servers.postgres import LocalServer
     server = LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
     docker = docker_instead_of(server, (args.data_dir, args.port, args.bin_dir))
     if docker is not None:

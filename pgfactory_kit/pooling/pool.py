@@ -53,9 +53,9 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from . import pool_fork
-from .pool_errors import PoolClosed, PoolTimeout
-from .pool_health import close_quietly, make_poller, spoken_to, usable
+from ..errors import PoolClosed, PoolTimeout
+from . import fork as pool_fork
+from .health import close_quietly, make_poller, spoken_to, usable
 
 __all__ = ["ConnectionPool", "PoolTimeout", "PoolClosed"]
 

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import nbformat
 
-from . import paths
-from .errors import scrub
+from .. import paths
+from ..errors import scrub
 from .lesson import QUICK_ENV, REPORT_DIR_ENV, connect_to_database
-from .notebook_tools import Execution, errors_of, execute
+from .notebooks import Execution, errors_of, execute
 
 DATA_DIR = "data"
 LESSON_GLOB = "[0-9][0-9]_*.ipynb"

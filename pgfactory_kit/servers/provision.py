@@ -29,11 +29,11 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from . import paths
-from .errors import KitConnectError, ProvisionError, scrub
-from .factory import make_factory
+from .. import paths
+from ..errors import KitConnectError, ProvisionError, scrub
+from ..factory import make_factory
+from ..settings import ConnectionSettings
 from .scram import password_matches, scram_verifier  # noqa: F401  (re-exported for callers)
-from .settings import ConnectionSettings
 
 MARKER = "pgfactory-kit learner"
 DEFAULT_PREFIX = "learner"
@@ -41,7 +41,6 @@ ADMIN_HEADROOM = 5        # connections kept free for the instructor and monitor
 RECOMMENDED_LIMIT = 15    # a pool's default max_size (10) plus the direct connections the lessons open
 MIN_LIMIT = 2             # below this a learner cannot even compare two connections
 MAX_LEARNERS = 500
-SQL_DIR = Path(__file__).resolve().parent.parent / "data" / "initdb"
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
@@ -373,7 +372,7 @@ def _seed(admin_settings: ConnectionSettings, name: str) -> None:
             if cur.fetchone()[0]:
                 return
             cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(name)))
-            for script in sorted(SQL_DIR.glob("*.sql")):
+            for script in sorted(paths.SQL_DIR.glob("*.sql")):
                 cur.execute(script.read_text(encoding="utf-8"))
             cur.execute("RESET ROLE")
     finally:
@@ -493,7 +492,7 @@ def admin_settings_from_args(args: argparse.Namespace) -> ConnectionSettings:
     dsn = args.dsn or os.environ.get("PGFACTORY_ADMIN_DSN")
     if dsn:
         return ConnectionSettings.from_dsn(dsn).with_(connect_timeout=10)
-    from .server import LocalServer
+    from .postgres import LocalServer
     server = LocalServer(data_dir=args.data_dir, port=args.port)
     try:
         return server.admin_settings()

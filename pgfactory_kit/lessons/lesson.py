@@ -16,8 +16,8 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
-from .errors import explain_connect_error
-from .settings import ConnectionSettings
+from ..errors import explain_connect_error
+from ..settings import ConnectionSettings
 
 QUICK_ENV = "PGFACTORY_QUICK"
 REPORT_DIR_ENV = "PGFACTORY_REPORT_DIR"
@@ -46,7 +46,7 @@ def connect_to_database(*, start: bool = True) -> ConnectionSettings:
         explicit = [name for name in _EXPLICIT_ENV if os.environ.get(name)]
         if explicit or not start:
             raise explain_connect_error(exc, settings) from None
-    from .server import LocalServer
+    from ..servers.postgres import LocalServer
 
     return LocalServer(data_dir=os.environ.get(DATA_DIR_ENV) or None).start()
 
@@ -60,7 +60,7 @@ def _probe(settings: ConnectionSettings) -> None:
 def kit_server(settings: ConnectionSettings):
     """The kit's ``LocalServer`` behind ``settings``, or None when the server is someone else's
     (then the notebooks never stop or restart it). Looks in ``PGFACTORY_DATA_DIR`` or ``.pgfactory/``."""
-    from .server import LocalServer
+    from ..servers.postgres import LocalServer
 
     if settings.host not in ("127.0.0.1", "localhost"):
         return None

@@ -1,0 +1,6 @@
+"""Measuring connection cost: the bench runner (runner.py) and its strategies (strategies.py), statistics
+(stats.py), the connect-cost breakdown (breakdown.py), the latency-adding DelayProxy (proxy.py), the
+machine record (machine.py) and the figures (plots.py). Notebooks use ``runner`` under the name ``bench``."""
+from .proxy import DelayProxy
+
+__all__ = ["DelayProxy"]
