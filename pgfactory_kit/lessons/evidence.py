@@ -1,0 +1,190 @@
+"""Evidence the notebooks read from the server about one claim each: what a connection really
+uses (TLS or not), what an idle transaction holds, how often psycopg2's ThreadedConnectionPool
+reconnects, how many connections a learner may open, and PgBouncer's session-state leak.
+
+Promises (as in ``lesson``): nothing returns or prints a password; every wait and loop is bounded.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg2
+import psycopg2.extensions
+
+from ..settings import ConnectionSettings
+from .lesson import server_sessions, server_view, wait_until_gone
+
+
+# ---------------------------------------------------------------------------- what a connection uses
+def connection_transport(conn: psycopg2.extensions.connection) -> dict[str, Any]:
+    """How ``conn`` really reaches the server, asked of the server (``pg_stat_ssl``,
+    ``inet_client_addr()``), not read from the settings: ``transport`` ("unix socket" or "TCP"),
+    ``tls`` (bool), ``tls_version`` (e.g. "TLSv1.3", or None). Runs one query on ``conn``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT inet_client_addr() IS NULL, s.ssl, s.version FROM pg_stat_ssl s "
+                    "WHERE s.pid = pg_backend_pid()")
+        unix, tls, version = cur.fetchone()
+    if not conn.autocommit:
+        conn.rollback()
+    return {"transport": "unix socket" if unix else "TCP", "tls": bool(tls),
+            "tls_version": version if tls else None}
+
+
+def describe_transport(found: dict[str, Any]) -> str:
+    """One line for ``connection_transport``'s answer, e.g. ``TCP, no TLS`` or ``TCP + TLSv1.3``."""
+    return f"{found['transport']} + {found['tls_version']}" if found["tls"] else f"{found['transport']}, no TLS"
+
+
+# ---------------------------------------------------------------------------- what an idle transaction holds
+def held_by(settings: ConnectionSettings, pid: int) -> dict[str, Any]:
+    """What backend ``pid`` holds right now, from ``pg_stat_activity`` and ``pg_locks``: its
+    ``state``, ``backend_xid`` (a transaction ID: only after a write), ``backend_xmin`` (the oldest
+    transaction its snapshot needs: what holds vacuum back), and the table ``locks`` it holds as
+    ``{table: mode}`` (its virtual-transaction lock is left out)."""
+    view = server_view(settings)
+    rows = view.query("SELECT state, backend_xid::text, backend_xmin::text FROM pg_stat_activity "
+                      "WHERE pid = %s", (int(pid),))
+    if not rows:
+        raise LookupError(f"backend {pid} is not connected")
+    state, xid, xmin = rows[0]
+    locks = view.query("SELECT c.relname, l.mode FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                       "WHERE l.pid = %s AND l.locktype = 'relation' AND l.granted AND c.relkind = 'r' "
+                       "ORDER BY c.relname, l.mode", (int(pid),))
+    return {"state": state, "backend_xid": xid, "backend_xmin": xmin,
+            "locks": {name: mode for name, mode in locks}}
+
+
+# ---------------------------------------------------------------------------- ThreadedConnectionPool's churn
+TPOOL_APP = "pgfactory_kit_tpool"
+
+
+@dataclass(frozen=True)
+class PoolChurn:
+    """What ``threaded_pool_churn`` counted for one ``ThreadedConnectionPool(minconn, maxconn)``."""
+
+    minconn: int
+    maxconn: int
+    threads: int
+    rounds: int
+    borrows: int
+    sessions_opened: int  # pg_stat_database.sessions, before the pool to after it closed
+
+    def as_row(self) -> dict[str, Any]:
+        return {"pool": f"ThreadedConnectionPool({self.minconn}, {self.maxconn})", "threads": self.threads,
+                "rounds": self.rounds, "borrows": self.borrows, "sessions_opened": self.sessions_opened}
+
+
+def threaded_pool_churn(settings: ConnectionSettings, minconn: int, maxconn: int, *, threads: int = 4,
+                        rounds: int = 5, timeout_s: float = 30.0) -> PoolChurn:
+    """Run ``rounds`` rounds in which ``threads`` threads each borrow a connection from one
+    ``psycopg2.pool.ThreadedConnectionPool(minconn, maxconn)``, all hold it at once (a barrier),
+    run ``SELECT 1`` and give it back; count the sessions the server opened meanwhile.
+
+    psycopg2's ``putconn`` keeps a returned connection only while fewer than ``minconn`` are idle
+    and closes the rest, so with ``minconn < threads`` every round reconnects. Needs
+    ``threads <= maxconn``; bounded by ``timeout_s`` (a barrier that times out raises)."""
+    from psycopg2.pool import ThreadedConnectionPool
+
+    if threads > maxconn:
+        raise ValueError(f"threads ({threads}) must not exceed maxconn ({maxconn}): the pool would refuse them")
+    before = server_sessions(settings)
+    pool = ThreadedConnectionPool(minconn, maxconn, **settings.with_(application_name=TPOOL_APP).connect_kwargs())
+    pids: set[int] = set()
+    lock = threading.Lock()
+    deadline = time.monotonic() + timeout_s
+    held_together = threading.Barrier(threads, timeout=max(1.0, timeout_s / max(1, rounds)))
+
+    def borrower() -> None:
+        conn = pool.getconn()
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            conn.rollback()
+            with lock:
+                pids.add(int(conn.info.backend_pid))
+            held_together.wait()  # every thread holds a connection at this moment
+        finally:
+            pool.putconn(conn)
+
+    try:
+        for _ in range(rounds):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"threaded_pool_churn took longer than {timeout_s:.0f} s")
+            workers = [threading.Thread(target=borrower) for _ in range(threads)]
+            for worker in workers:
+                worker.start()
+            for worker in workers:
+                worker.join(timeout=max(0.1, deadline - time.monotonic()))
+            held_together.reset()
+    finally:
+        pids.update(int(p) for p in server_view(settings).activity(TPOOL_APP)["pid"])  # idle ones too
+        pool.closeall()
+    wait_until_gone(settings, pids)
+    return PoolChurn(minconn, maxconn, threads, rounds, threads * rounds, server_sessions(settings) - before)
+
+
+# ---------------------------------------------------------------------------- how many connections I may open
+def connection_budget(settings: ConnectionSettings) -> dict[str, int]:
+    """How many more connections this role may open right now, from the server's own limits:
+    ``max_connections`` minus the reserved slots minus every session now open, and, when the role or
+    the database has a ``CONNECTION LIMIT``, that limit minus its sessions now open. Keys:
+    ``max_connections``, ``reserved``, ``in_use``, ``role_limit`` / ``database_limit`` (-1 = none),
+    ``role_in_use``, ``database_in_use``, ``available`` (the smallest headroom; the observer
+    connection that asks is already counted in ``in_use``)."""
+    rows = server_view(settings).query(
+        "SELECT current_setting('max_connections')::int, "
+        "current_setting('superuser_reserved_connections')::int "
+        "+ coalesce((SELECT setting::int FROM pg_settings WHERE name = 'reserved_connections'), 0), "
+        "(SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'), "
+        "(SELECT rolconnlimit FROM pg_roles WHERE rolname = current_user), "
+        "(SELECT count(*) FROM pg_stat_activity WHERE usename = current_user "
+        "   AND backend_type = 'client backend'), "
+        "(SELECT datconnlimit FROM pg_database WHERE datname = current_database()), "
+        "(SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+        "   AND backend_type = 'client backend')")
+    max_conn, reserved, in_use, role_limit, role_in_use, db_limit, db_in_use = (int(v) for v in rows[0])
+    headroom = [max_conn - reserved - in_use]
+    if role_limit >= 0:
+        headroom.append(role_limit - role_in_use)
+    if db_limit >= 0:
+        headroom.append(db_limit - db_in_use)
+    return {"max_connections": max_conn, "reserved": reserved, "in_use": in_use, "role_limit": role_limit,
+            "role_in_use": role_in_use, "database_limit": db_limit, "database_in_use": db_in_use,
+            "available": max(0, min(headroom))}
+
+
+def fit_to_budget(sizes: tuple[int, ...], available: int, keep_free: int = 2) -> tuple[int, ...]:
+    """The ``sizes`` (thread counts or pool sizes) that fit in ``available`` connections with
+    ``keep_free`` left over; at least ``(1,)`` so a lesson always has something to run."""
+    fitting = tuple(size for size in sizes if size <= available - keep_free)
+    return fitting or (1,)
+
+
+# ---------------------------------------------------------------------------- PgBouncer's session-state leak
+def session_state_leak(bouncer: ConnectionSettings, value: str = "alice") -> dict[str, Any]:
+    """Through a transaction-pooling PgBouncer with one server connection: client A runs
+    ``SET myapp.tenant = value`` (a session setting) and disconnects; client B, a different client
+    connection, then reads ``current_setting('myapp.tenant', true)``. Returns both clients' server
+    backend PIDs and what B read: with transaction pooling B gets A's server session, setting included."""
+    kwargs = bouncer.with_(connect_timeout=5).connect_kwargs()
+    a = psycopg2.connect(**kwargs)
+    try:
+        a.autocommit = True
+        with a.cursor() as cur:
+            cur.execute("SET myapp.tenant = %s", (value,))
+            cur.execute("SELECT pg_backend_pid()")
+            a_pid = int(cur.fetchone()[0])
+    finally:
+        a.close()
+    b = psycopg2.connect(**kwargs)
+    try:
+        b.autocommit = True
+        with b.cursor() as cur:
+            cur.execute("SELECT pg_backend_pid(), current_setting('myapp.tenant', true)")
+            b_pid, seen = cur.fetchone()
+    finally:
+        b.close()
+    return {"a_backend_pid": a_pid, "b_backend_pid": int(b_pid), "a_set": value, "b_read": seen}
