@@ -11,7 +11,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import psycopg2
@@ -20,6 +20,9 @@ from ..measuring import plots
 from ..measuring import runner as bench
 from ..measuring.strategies import STRATEGIES
 from ..settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from ..servers.postgres import LocalServer
 
 # Time limits (s) bound each run even on a busy machine; a run that hits one stops early and says so.
 QUICK = dict(operations=100, warmup=10, repeats=2, threads=[1, 2, 4], rtt_ms=[0.0, 5.0, 10.0],
@@ -69,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(/usr/lib/postgresql/15/bin; use a separate --data-dir)")
 
 
-def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, Any]:
+def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, LocalServer | None]:
     """(settings, server): the DSN if given, else the kit's LocalServer, started if needed."""
     dsn = args.dsn or os.environ.get("PGFACTORY_DSN") or os.environ.get("DATABASE_URL")
     if dsn:
@@ -133,58 +136,43 @@ def _run(args: argparse.Namespace) -> int:
     preset = QUICK if args.quick else FULL
     operations = args.operations or preset["operations"]
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
-    # A smaller --operations also shrinks the sweeps, so a tiny run stays tiny.
-    sweep_ops = min(preset["sweep_operations"], operations)
-    rtt_ops = min(preset["rtt_operations"], operations)
     repeats = args.repeats or preset["repeats"]
     threads = sorted(set(args.threads or preset["threads"]))
     rtts = sorted(set(args.rtt_ms if args.rtt_ms is not None else preset["rtt_ms"]))
+    base = bench.Scenario(strategies=args.strategies, workload=args.workload, pool_size=args.pool_size)
+    main_plan = base.with_(operations=operations, warmup=warmup, repeats=repeats, threads=threads[0],
+                           auth=args.auth, transport=args.transport, time_limit_s=preset["main_limit_s"])
+    # A smaller --operations also shrinks the sweeps, so a tiny run stays tiny.
+    sweep = base.with_(operations=min(preset["sweep_operations"], operations), warmup=warmup, repeats=1,
+                       time_limit_s=preset["sweep_limit_s"])
+    thread_plans = bench.thread_scenarios(sweep, threads) if len(threads) > 1 else []
+    rtt_plans = (bench.rtt_scenarios(sweep.with_(operations=min(preset["rtt_operations"], operations),
+                                                 warmup=min(3, warmup)), rtts) if any(rtts) else [])
     settings, server = _target(args)
     do_breakdown = server is not None and not args.no_breakdown
-    steps = 1 + (len(threads) if len(threads) > 1 else 0) + (len(rtts) if any(rtts) else 0) + int(do_breakdown)
-    common = dict(strategies=args.strategies, workload=args.workload, pool_size=args.pool_size, server=server,
-                  progress=False)
+    steps = sum(plan.steps for plan in [main_plan, *thread_plans, *rtt_plans]) + int(do_breakdown)
     started = time.monotonic()
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     runs: list[bench.BenchResult] = []
     figures: dict[str, Any] = {}
-    with tqdm(total=steps, desc="pgfactory-kit bench", unit="run") as bar:
-        bar.set_postfix_str("main run")
-        main = bench.run_benchmark(settings, operations=operations, warmup=warmup, repeats=repeats,
-                                   threads=threads[0], auth=args.auth, transport=args.transport,
-                                   time_limit_s=preset["main_limit_s"], **common)
+    with tqdm(total=steps, desc="pgfactory-kit bench", unit="block") as bar:
+        main = bench.run_scenario(main_plan, settings, server=server, progress=bar)
         runs.append(main)
-        bar.update(1)
         machine = main.machine
         summary = main.summary()
         figures["latency_distribution"] = plots.latency_distribution(main.results, machine)
         figures["speedup"] = plots.speedup(summary, machine)
         figures["sessions_opened"] = plots.sessions_opened(main.sessions, machine)
-        if len(threads) > 1:
-            parts = []
-            for n in threads:
-                scenario = f"{n} thread{'s' if n > 1 else ''}"
-                bar.set_postfix_str(scenario)
-                parts.append(bench.run_benchmark(settings, threads=n, scenario=scenario,
-                                                 operations=sweep_ops, warmup=warmup, repeats=1,
-                                                 time_limit_s=preset["sweep_limit_s"], **common))
-                bar.update(1)
-            sweep = bench.combine(parts, threads=threads)
-            runs.append(sweep)
-            sweep_summary = sweep.summary()
+        if thread_plans:
+            thread_result = bench.run_scenarios(thread_plans, settings, server=server, progress=bar, threads=threads)
+            runs.append(thread_result)
+            sweep_summary = thread_result.summary()
             figures["throughput_vs_threads"] = plots.throughput_vs_threads(sweep_summary, machine)
             figures["p95_vs_threads"] = plots.p95_vs_threads(sweep_summary, machine)
         fit = None
-        if any(rtts):
-            parts = []
-            for r in rtts:
-                bar.set_postfix_str(f"+{r:g} ms RTT")
-                parts.append(bench.run_benchmark(settings, rtt_ms=r, scenario=f"+{r:g} ms RTT",
-                                                 operations=rtt_ops, warmup=min(3, warmup), repeats=1,
-                                                 time_limit_s=preset["sweep_limit_s"], **common))
-                bar.update(1)
-            rtt_result = bench.combine(parts, added_rtt_ms=rtts)
+        if rtt_plans:
+            rtt_result = bench.run_scenarios(rtt_plans, settings, server=server, progress=bar, added_rtt_ms=rtts)
             runs.append(rtt_result)
             fit = rtt_result.fit()
             fit.to_csv(out / "rtt_fit.csv", index=False)

@@ -15,11 +15,11 @@ import threading
 import time
 import uuid
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -39,7 +39,11 @@ from .strategies import (
     make_workload,
 )
 
-__all__ = ["BenchResult", "run_benchmark", "thread_sweep", "rtt_sweep", "summarize", "fit_rtt_model",
+if TYPE_CHECKING:
+    from ..servers.postgres import LocalServer
+
+__all__ = ["BenchResult", "Scenario", "Progress", "run_benchmark", "run_scenario", "run_scenarios",
+           "thread_scenarios", "rtt_scenarios", "thread_sweep", "rtt_sweep", "summarize", "fit_rtt_model",
            "connect_breakdown", "combine", "STRATEGIES", "DEFAULT_STRATEGIES", "TRANSPORTS", "AUTH_METHODS"]
 
 TRANSPORTS = ("tcp", "unix", "tls")
@@ -90,7 +94,7 @@ class BenchResult:
 
 
 # ------------------------------------------------------------------------------------- targets
-def resolve_target(settings: ConnectionSettings | None, server: Any, auth: str | None,
+def resolve_target(settings: ConnectionSettings | None, server: LocalServer | None, auth: str | None,
                    transport: str) -> tuple[ConnectionSettings, ConnectionSettings, str, str]:
     """``(settings to measure, owner settings for monitoring/clean-up, auth label, transport label)``.
 
@@ -123,7 +127,7 @@ def resolve_target(settings: ConnectionSettings | None, server: Any, auth: str |
     return target, target, auth or "as the server's pg_hba.conf decides", target.transport
 
 
-def ensure_bench_database(server: Any) -> str:
+def ensure_bench_database(server: LocalServer) -> str:
     """Create (once) the database ``pgfactory_bench`` on the kit's server, with the lesson's ``mytable``
     readable and writable by the roles of every auth method. Returns its name."""
     from psycopg2 import errors, sql
@@ -293,41 +297,98 @@ def _block_sizes(operations: int, blocks: int) -> list[int]:
     return [operations // n + (1 if i < operations % n else 0) for i in range(n)]
 
 
-def _progress(total: int, enabled: bool, desc: str) -> Any:
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
-    return tqdm(total=total, desc=desc, unit="block", leave=False)
+class Progress(Protocol):
+    """Where a run reports its blocks: a ``tqdm`` bar fits, and so does anything with these two methods."""
+
+    def update(self, n: int = 1) -> object: ...
+
+    def set_postfix_str(self, s: str = "", refresh: bool = True) -> object: ...
 
 
-def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Sequence[str] = DEFAULT_STRATEGIES,
-                  workload: str = "select1", operations: int = 200, warmup: int = 20, repeats: int = 3,
-                  threads: int = 1, pool_size: int = 4, rtt_ms: float = 0.0, auth: str | None = None,
-                  transport: str = "tcp", server: Any = None, progress: bool = True, blocks: int = 10,
-                  scenario: str | None = None, time_limit_s: float = DEFAULT_TIME_LIMIT_S, block_warmup: int = 1,
-                  seed: int = 0) -> BenchResult:
-    """Time ``operations`` operations per strategy and repeat (split over ``threads`` threads).
+@dataclass(frozen=True)
+class Scenario:
+    """What one run measures, apart from where (``settings`` or ``server``) and how progress is shown.
+
+    ``operations`` timed operations per strategy and repeat, split over ``threads`` threads, after
+    ``warmup`` untimed ones; ``rtt_ms`` added round-trip time (a DelayProxy); ``auth`` and ``transport``
+    choose how to connect (any with the kit's server); each timed block starts with ``block_warmup``
+    untimed operations per thread; the strategies' order within a block is drawn from ``seed``;
+    ``label`` names the run in the ``scenario`` column (default: its workload, transport, auth, RTT, threads).
+    """
+
+    strategies: Sequence[str] = DEFAULT_STRATEGIES
+    workload: str = "select1"
+    operations: int = 200
+    warmup: int = 20
+    repeats: int = 3
+    threads: int = 1
+    pool_size: int = 4
+    rtt_ms: float = 0.0
+    auth: str | None = None
+    transport: str = "tcp"
+    blocks: int = 10
+    block_warmup: int = 1
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S
+    seed: int = 0
+    label: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.operations < 1 or self.repeats < 1 or self.threads < 1 or self.warmup < 0 or self.pool_size < 1
+                or self.block_warmup < 0):
+            raise ValueError("operations, repeats, threads and pool_size must be at least 1, warmup and "
+                             "block_warmup at least 0")
+        unknown = [s for s in self.strategies if s not in STRATEGIES]
+        if unknown:
+            raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        if self.rtt_ms and self.transport == "unix":
+            raise ValueError("added RTT needs a TCP transport (the delay proxy speaks TCP); use transport='tcp'")
+
+    def with_(self, **changes: Any) -> Scenario:
+        """A copy with ``changes`` applied (and checked again)."""
+        return replace(self, **changes)
+
+    @property
+    def steps(self) -> int:
+        """How many blocks the run reports to its progress: warm-up and timed blocks of every strategy."""
+        return self.repeats * len(dict.fromkeys(self.strategies)) * (len(_block_sizes(self.operations,
+                                                                                     self.blocks)) + 1)
+
+
+@contextlib.contextmanager
+def _progress(progress: bool | Progress | None, total: int, desc: str) -> Iterator[Progress | None]:
+    """True: a tqdm bar of ``total`` blocks, closed afterwards; False or None: no bar; else the caller's bar."""
+    if progress is True:
+        from tqdm.auto import tqdm
+        with tqdm(total=total, desc=desc, unit="block", leave=False) as bar:
+            yield bar
+    elif progress is False or progress is None:
+        yield None
+    else:
+        yield progress
+
+
+def run_benchmark(settings: ConnectionSettings | None = None, *, server: LocalServer | None = None,
+                  progress: bool | Progress = True, scenario: str | None = None, **fields: Any) -> BenchResult:
+    """Time one ``Scenario(label=scenario, **fields)`` (see ``Scenario`` for the fields and defaults).
 
     ``settings`` (default ``ConnectionSettings.from_env()``) or ``server`` (a LocalServer, which also
-    allows ``auth`` = scram-sha-256/md5/trust and ``transport`` = tcp/unix/tls) say where; ``rtt_ms``
-    adds that much round-trip time with a DelayProxy. Unavailable strategies are skipped with a note.
-    Each timed block starts with ``block_warmup`` untimed operations per thread (recorded as warm-up);
-    the order of strategies within a block is a random permutation drawn from ``seed``.
+    allows ``auth`` = scram-sha-256/md5/trust and ``transport`` = tcp/unix/tls) say where. ``progress``:
+    True for a bar of its own, False for none, or a ``Progress`` (a tqdm bar) that counts blocks.
+    Unavailable strategies are skipped with a note.
     """
-    if operations < 1 or repeats < 1 or threads < 1 or warmup < 0 or pool_size < 1 or block_warmup < 0:
-        raise ValueError("operations, repeats, threads and pool_size must be at least 1, warmup and "
-                         "block_warmup at least 0")
-    unknown = [s for s in strategies if s not in STRATEGIES]
-    if unknown:
-        raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
-    if rtt_ms and transport == "unix":
-        raise ValueError("added RTT needs a TCP transport (the delay proxy speaks TCP); use transport='tcp'")
-    target, owner, auth_label, transport_label = resolve_target(settings, server, auth, transport)
+    return run_scenario(Scenario(label=scenario, **fields), settings, server=server, progress=progress)
+
+
+def run_scenario(plan: Scenario, settings: ConnectionSettings | None = None, *, server: LocalServer | None = None,
+                 progress: bool | Progress | None = None) -> BenchResult:
+    """Time ``plan`` against ``settings`` or ``server`` (see ``run_benchmark``); progress counts blocks."""
+    target, owner, auth_label, transport_label = resolve_target(settings, server, plan.auth, plan.transport)
     marker = f"pgfactory-bench-{uuid.uuid4().hex[:12]}"
-    work = make_workload(workload, marker)
-    labels = dict(scenario=scenario or f"{workload}, {transport_label}, {auth_label}, +{rtt_ms:g} ms RTT, "
-                                       f"{threads} thread{'s' if threads > 1 else ''}",
-                  workload=workload, threads=threads, rtt_ms=float(rtt_ms), auth=auth_label,
+    work = make_workload(plan.workload, marker)
+    labels = dict(scenario=plan.label or f"{plan.workload}, {transport_label}, {auth_label}, "
+                                         f"+{plan.rtt_ms:g} ms RTT, {plan.threads} "
+                                         f"thread{'s' if plan.threads > 1 else ''}",
+                  workload=plan.workload, threads=plan.threads, rtt_ms=float(plan.rtt_ms), auth=auth_label,
                   transport=transport_label)
     notes: list[str] = []
     if server is None:
@@ -335,60 +396,61 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, strategies: Seq
                      "during the run, not only the bench (pass server=LocalServer() for a database of its own)")
     with contextlib.ExitStack() as stack:
         route = None
-        if rtt_ms:
+        if plan.rtt_ms:
             from .proxy import DelayProxy
 
             def route(where: ConnectionSettings) -> ConnectionSettings:
                 """``where``, reached through a DelayProxy adding ``rtt_ms`` of round-trip time."""
-                proxy = stack.enter_context(DelayProxy(where.host, where.port, rtt_ms / 2))
+                proxy = stack.enter_context(DelayProxy(where.host, where.port, plan.rtt_ms / 2))
                 return where.with_(host=proxy.listen_host, port=proxy.port)
             target = route(target)
         monitor = _Monitor(owner)
         stack.callback(monitor.close)
-        if workload == "insert":
+        if plan.workload == "insert":
             stack.callback(monitor.delete_marker, marker)
-        runner = _Runner(work, threads, monitor, time.monotonic() + time_limit_s, labels)
+        runner = _Runner(work, plan.threads, monitor, time.monotonic() + plan.time_limit_s, labels)
         stack.callback(runner.close)
-        names = list(dict.fromkeys(strategies))
-        order_rng = np.random.default_rng(seed)
-        sizes = _block_sizes(operations, blocks)
-        bar = _progress(repeats * len(names) * (len(sizes) + 1), progress, f"bench {workload}")
+        names = list(dict.fromkeys(plan.strategies))
+        order_rng = np.random.default_rng(plan.seed)
+        sizes = _block_sizes(plan.operations, plan.blocks)
+        bar = stack.enter_context(_progress(progress, plan.steps, f"bench {plan.workload}"))
         if bar is not None:
-            stack.callback(bar.close)
-        for repeat in range(repeats):
+            bar.set_postfix_str(labels["scenario"])
+        for repeat in range(plan.repeats):
             gc.collect()
-            opened = _open_strategies(names, target, work, pool_size, server, route, runner, notes)
+            opened = _open_strategies(names, target, work, plan.pool_size, server, route, runner, notes)
             names = [s.name for s in opened]
             with contextlib.ExitStack() as closing:
                 for strategy in opened:
                     closing.callback(_close_strategy, strategy, runner)
                 for strategy in opened:
-                    runner.block(strategy, warmup, repeat, "warmup", -1)
+                    runner.block(strategy, plan.warmup, repeat, "warmup", -1)
                     if bar is not None:
                         bar.update(1)
                 for b, size in enumerate(sizes):
                     # A fresh random order each block: no strategy always follows the same one.
                     for index in order_rng.permutation(len(opened)):
-                        runner.block(opened[index], size, repeat, "measure", b, settle=block_warmup)
+                        runner.block(opened[index], size, repeat, "measure", b, settle=plan.block_warmup)
                         if bar is not None:
                             bar.update(1)
             if time.monotonic() > runner.deadline:
-                notes.append(f"stopped early: the run went past time_limit_s={time_limit_s:g} s")
+                notes.append(f"stopped early: the run went past time_limit_s={plan.time_limit_s:g} s")
                 break
         results = pd.DataFrame(runner.rows, columns=RESULT_COLUMNS)
         sessions = _sessions_table(results, runner.sessions, labels)
         machine = machine_summary(postgresql=monitor.version, auth=auth_label, transport=transport_label,
-                                  rtt_ms=float(rtt_ms), target=target.masked_dsn() if not rtt_ms else
-                                  f"{owner.masked_dsn()} via DelayProxy", workload=workload, threads=threads,
-                                  pool_size=pool_size, operations=operations, warmup=warmup, repeats=repeats,
-                                  strategies=names)
+                                  rtt_ms=float(plan.rtt_ms), target=target.masked_dsn() if not plan.rtt_ms else
+                                  f"{owner.masked_dsn()} via DelayProxy", workload=plan.workload,
+                                  threads=plan.threads, pool_size=plan.pool_size, operations=plan.operations,
+                                  warmup=plan.warmup, repeats=plan.repeats, strategies=names)
     if not names:
         raise RuntimeError("no strategy could run: " + "; ".join(notes))
     return BenchResult(results=results, sessions=sessions, machine=machine, notes=notes)
 
 
-def _open_strategies(names: Sequence[str], target: ConnectionSettings, work: Workload, pool_size: int, server: Any,
-                     route: Any, runner: _Runner, notes: list[str]) -> list[Strategy]:
+def _open_strategies(names: Sequence[str], target: ConnectionSettings, work: Workload, pool_size: int,
+                     server: LocalServer | None, route: Callable[[ConnectionSettings], ConnectionSettings] | None,
+                     runner: _Runner, notes: list[str]) -> list[Strategy]:
     opened: list[Strategy] = []
     for name in names:
         tagged = target.with_(application_name=f"pgfactory_kit_bench_{name}")
@@ -441,23 +503,42 @@ def combine(parts: Sequence[BenchResult], **machine_changes: Any) -> BenchResult
                        machine=machine, notes=notes)
 
 
+def thread_scenarios(base: Scenario, threads: Sequence[int]) -> list[Scenario]:
+    """``base`` once per thread count, each labelled with its count."""
+    return [base.with_(threads=n, label=f"{n} thread{'s' if n > 1 else ''}") for n in threads]
+
+
+def rtt_scenarios(base: Scenario, rtt_ms: Sequence[float]) -> list[Scenario]:
+    """``base`` once per added round-trip time, each labelled with it."""
+    return [base.with_(rtt_ms=r, label=f"+{r:g} ms RTT") for r in rtt_ms]
+
+
+def run_scenarios(plans: Sequence[Scenario], settings: ConnectionSettings | None = None, *,
+                  server: LocalServer | None = None, progress: bool | Progress = True,
+                  **machine_changes: Any) -> BenchResult:
+    """Every plan in turn, combined; ``progress`` (True: one bar of its own) counts all their blocks."""
+    with _progress(progress, sum(p.steps for p in plans), "bench") as bar:
+        parts = [run_scenario(p, settings, server=server, progress=bar) for p in plans]
+    return combine(parts, **machine_changes)
+
+
 def thread_sweep(settings: ConnectionSettings | None = None, *, threads: Sequence[int] = (1, 2, 4, 8),
-                 **kwargs: Any) -> BenchResult:
+                 server: LocalServer | None = None, progress: bool | Progress = True, **fields: Any) -> BenchResult:
     """``run_benchmark`` once per thread count; the scenario column names the thread count."""
-    parts = [run_benchmark(settings, threads=n, scenario=f"{n} thread{'s' if n > 1 else ''}", **kwargs)
-             for n in threads]
-    return combine(parts, threads=list(threads))
+    return run_scenarios(thread_scenarios(Scenario(**fields), threads), settings, server=server, progress=progress,
+                         threads=list(threads))
 
 
 def rtt_sweep(settings: ConnectionSettings | None = None, *, rtt_ms: Sequence[float] = (0, 5, 10, 20),
-              operations: int = 40, warmup: int = 5, repeats: int = 2, **kwargs: Any) -> BenchResult:
+              operations: int = 40, warmup: int = 5, repeats: int = 2, server: LocalServer | None = None,
+              progress: bool | Progress = True, **fields: Any) -> BenchResult:
     """``run_benchmark`` once per added round-trip time (through a DelayProxy); fit with ``fit_rtt_model``."""
-    parts = [run_benchmark(settings, rtt_ms=r, operations=operations, warmup=warmup, repeats=repeats,
-                           scenario=f"+{r:g} ms RTT", **kwargs) for r in rtt_ms]
-    return combine(parts, added_rtt_ms=[float(r) for r in rtt_ms])
+    base = Scenario(operations=operations, warmup=warmup, repeats=repeats, **fields)
+    return run_scenarios(rtt_scenarios(base, rtt_ms), settings, server=server, progress=progress,
+                         added_rtt_ms=[float(r) for r in rtt_ms])
 
 
-def connect_breakdown(server: Any, **kwargs: Any) -> pd.DataFrame:
+def connect_breakdown(server: LocalServer, **kwargs: Any) -> pd.DataFrame:
     """Where the milliseconds of a new connection go; see ``breakdown.connect_breakdown``."""
     from .breakdown import connect_breakdown as _breakdown
     return _breakdown(server, **kwargs)
