@@ -10,12 +10,47 @@ TCP handshake a real network would need (one more round trip), which a local pro
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
-from typing import Any
+from typing import Any, Protocol
 
 CHUNK = 65536
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
+MAX_DELAY_MS = 60_000.0  # a minute each way: beyond any network a lesson models
+
+
+class Observer(Protocol):
+    """What a subclass may attach to each connection (the WireTap's decoder): told every chunk as it
+    arrives, before it is forwarded, and ``b""`` when that direction ends. It must not raise."""
+
+    def from_client(self, data: bytes) -> None: ...
+
+    def from_server(self, data: bytes) -> None: ...
+
+
+def check_int(owner: str, name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]``, or a TypeError/ValueError naming ``owner``'s parameter."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{owner}: {name} must be a whole number, got {value!r}")
+    if not low <= value <= high:
+        raise ValueError(f"{owner}: {name} must be between {low} and {high}, got {value!r}")
+    return value
+
+
+def check_delay(owner: str, value: Any) -> float:
+    """``delay_ms`` as a float in ``[0, MAX_DELAY_MS]``, or an error that names it."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{owner}: delay_ms must be a number of milliseconds, got {value!r}")
+    if not math.isfinite(value) or not 0 <= value <= MAX_DELAY_MS:
+        raise ValueError(f"{owner}: delay_ms must be between 0 and {MAX_DELAY_MS:g} ms (one way), got {value!r}")
+    return float(value)
+
+
+def check_host(owner: str, name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"{owner}: {name} must be a host name or address (a non-empty string), got {value!r}")
+    return value
 
 
 class DelayProxy:
@@ -23,14 +58,15 @@ class DelayProxy:
 
     def __init__(self, target_host: str, target_port: int, delay_ms: float, *, emulate_handshake: bool = True,
                  listen_host: str = "127.0.0.1", listen_port: int = 0) -> None:
-        if delay_ms < 0:
-            raise ValueError(f"delay_ms must be zero or more, got {delay_ms}")
-        self.target_host = target_host
-        self.target_port = int(target_port)
-        self.delay_ms = float(delay_ms)
+        owner = type(self).__name__
+        self.target_host = check_host(owner, "target_host", target_host)
+        self.target_port = check_int(owner, "target_port", target_port, 1, 65535)
+        self.delay_ms = check_delay(owner, delay_ms)
+        if not isinstance(emulate_handshake, bool):
+            raise TypeError(f"{owner}: emulate_handshake must be True or False, got {emulate_handshake!r}")
         self.emulate_handshake = emulate_handshake
-        self.listen_host = listen_host
-        self._listen_port = listen_port
+        self.listen_host = check_host(owner, "listen_host", listen_host)
+        self._listen_port = check_int(owner, "listen_port", listen_port, 0, 65535)
         self.port: int | None = None
         self.connections = 0  # client connections accepted so far
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -138,9 +174,17 @@ class DelayProxy:
         except asyncio.CancelledError:
             pass
 
+    def _observer(self, number: int) -> Observer | None:
+        """The observer for connection ``number`` (1, 2, ...): none for a plain DelayProxy."""
+        return None
+
+    def _connection_ended(self, number: int) -> None:
+        """Connection ``number`` is torn down (both sockets closed)."""
+
     async def _serve_client(self, client_reader: asyncio.StreamReader,
                             client_writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        number = self.connections
         loop = asyncio.get_running_loop()
         accepted = loop.time()
         self._writers.add(client_writer)
@@ -158,8 +202,11 @@ class DelayProxy:
         delay = self.delay_ms / 1000.0
         # A real client cannot send before the TCP handshake (one round trip) is over.
         first_send = accepted + 3 * delay if self.emulate_handshake else 0.0
-        pumps = [self._track(self._pump(client_reader, server_writer, delay, first_send)),
-                 self._track(self._pump(server_reader, client_writer, delay, 0.0))]
+        observer = self._observer(number)
+        pumps = [self._track(self._pump(client_reader, server_writer, delay, first_send,
+                                        observer.from_client if observer else None)),
+                 self._track(self._pump(server_reader, client_writer, delay, 0.0,
+                                        observer.from_server if observer else None))]
         try:
             await asyncio.gather(*pumps, return_exceptions=True)
         finally:
@@ -168,10 +215,13 @@ class DelayProxy:
             for writer in (client_writer, server_writer):
                 writer.close()
                 self._writers.discard(writer)
+            if observer is not None:
+                self._connection_ended(number)
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float,
-                    not_before: float) -> None:
-        """Copy reader -> writer, each chunk leaving ``delay`` s after it arrived, in arrival order."""
+                    not_before: float, observe: Any = None) -> None:
+        """Copy reader -> writer, each chunk leaving ``delay`` s after it arrived, in arrival order;
+        ``observe`` (if any) sees each chunk on arrival, before it is forwarded unchanged."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -181,6 +231,11 @@ class DelayProxy:
                     data = await reader.read(CHUNK)
                 except (ConnectionError, OSError):
                     data = b""
+                if observe is not None:
+                    try:
+                        observe(data)
+                    except Exception:  # an observer's fault must never stop the bytes
+                        pass
                 await queue.put((max(loop.time() + delay, not_before), data))
                 if not data:
                     return

@@ -1,0 +1,205 @@
+"""WireTap: the DelayProxy with PostgreSQL protocol decoding, so a lesson can *see* the round trips
+that the bench only infers from timings.
+
+Promises: bytes are forwarded exactly as the DelayProxy forwards them (same plumbing, same optional
+delay), whatever the decoder makes of them; the record holds at most ``max_messages`` messages (later
+ones are counted in ``dropped``, not kept: about 200 bytes each, so the default 100 000 is ~20 MB at
+most); every summary is safe (see ``wire_protocol``): no password, SASL payload or bind value.
+"""
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from .proxy import DelayProxy, check_int
+from .wire_protocol import CLIENT, SERVER, Conversation, Frame, summarize
+
+MESSAGE_COLUMNS = ["t", "conn", "direction", "name", "length", "summary"]
+OPERATION_COLUMNS = ["operation", "start", "end", "conns", "messages", "round_trips"]
+DEFAULT_MAX_MESSAGES = 100_000
+SETTLE_S = 0.005  # at an operation's end: time for the tap to read what the client has already sent
+
+
+class _Connection:
+    """One proxied connection's decoder; called on the tap's event loop only."""
+
+    __slots__ = ("tap", "number", "conversation", "eof")
+
+    def __init__(self, tap: WireTap, number: int) -> None:
+        self.tap = tap
+        self.number = number
+        self.conversation = Conversation()
+        self.eof = 0
+
+    def from_client(self, data: bytes) -> None:
+        self._seen(CLIENT, data)
+
+    def from_server(self, data: bytes) -> None:
+        self._seen(SERVER, data)
+
+    def _seen(self, direction: str, data: bytes) -> None:
+        if data:
+            self.tap._record_frames(self.number, self.conversation.feed(direction, data))
+            return
+        self.eof += 1
+        if self.eof == 2:
+            self.closed()
+
+    def closed(self) -> None:
+        """Both directions ended (or the proxy tore the connection down): record a cut message."""
+        frames, self.conversation = self.conversation.close(), Conversation()
+        self.eof = 2
+        self.tap._record_frames(self.number, frames)
+
+
+class WireTap(DelayProxy):
+    """``with WireTap("127.0.0.1", 5432) as tap:`` connect to ``tap.port``; then ``tap.messages()``.
+
+    ``delay_ms`` is the one-way delay of the DelayProxy (0: none); ``max_messages`` caps the record.
+    ``with tap.operation("connect_per_query"):`` marks a piece of work so that its messages and round
+    trips can be told apart (``operations()``, ``messages(operation=...)``).
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, delay_ms: float = 0.0,
+                 max_messages: int = DEFAULT_MAX_MESSAGES, emulate_handshake: bool = True,
+                 listen_host: str = "127.0.0.1", listen_port: int = 0) -> None:
+        super().__init__(target_host, target_port, delay_ms, emulate_handshake=emulate_handshake,
+                         listen_host=listen_host, listen_port=listen_port)
+        self.max_messages = check_int("WireTap", "max_messages", max_messages, 1, 100_000_000)
+        self.dropped = 0  # messages decoded after the record was full
+        self._record: list[tuple[float, int, str, str, int, bytes | str]] = []
+        self._operations: list[tuple[str, float, float]] = []
+        self._live: dict[int, _Connection] = {}
+        self._t0 = time.perf_counter()
+
+    def __repr__(self) -> str:
+        state = f"port={self.port}" if self.port else "stopped"
+        return (f"WireTap({self.target_host}:{self.target_port}, delay_ms={self.delay_ms:g}, "
+                f"{len(self._record)} messages, {self.dropped} dropped, {state})")
+
+    # ------------------------------------------------------------------ the proxy's hooks
+    def _observer(self, number: int) -> _Connection:
+        connection = _Connection(self, number)
+        self._live[number] = connection
+        return connection
+
+    def _connection_ended(self, number: int) -> None:
+        connection = self._live.pop(number, None)
+        if connection is not None and connection.eof < 2:
+            connection.closed()
+
+    def _record_frames(self, number: int, frames: list[Frame]) -> None:
+        if not frames:
+            return
+        t = time.perf_counter() - self._t0
+        room = self.max_messages - len(self._record)
+        if room < len(frames):
+            self.dropped += len(frames) - max(room, 0)
+            frames = frames[:max(room, 0)]
+        append = self._record.append
+        for direction, name, length, detail in frames:
+            append((t, number, direction, name, length, detail))
+
+    # ------------------------------------------------------------------ operations
+    @contextlib.contextmanager
+    def operation(self, label: str) -> Iterator[None]:
+        """Mark the messages of one piece of work. At the end the tap is given a moment to read what the
+        client already sent (a Terminate is sent without waiting), so the operation includes it."""
+        start = time.perf_counter() - self._t0
+        try:
+            yield
+        finally:
+            self.settle()
+            self._operations.append((str(label), start, time.perf_counter() - self._t0))
+
+    def settle(self, seconds: float = SETTLE_S) -> None:
+        """Let the tap's event loop read every byte already sent to it (bounded: at most 2 s)."""
+        loop = self._loop
+        if loop is None or not loop.is_running():
+            return
+
+        async def idle() -> None:
+            for _ in range(4):
+                await asyncio.sleep(0)
+            await asyncio.sleep(seconds)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(idle(), loop).result(2.0)
+
+    # ------------------------------------------------------------------ results
+    def messages(self, operation: str | None = None) -> Any:
+        """One row per protocol message: t (s since the tap was made), conn, direction, name, length
+        (bytes on the wire), summary (safe). ``operation`` keeps only that operation's messages."""
+        import pandas as pd
+
+        rows = self._rows(operation)
+        data = [(t, conn, direction, name, length, summarize(Frame(direction, name, length, detail)))
+                for t, conn, direction, name, length, detail in rows]
+        return pd.DataFrame(data, columns=MESSAGE_COLUMNS)
+
+    def round_trips(self, conn: int | None = None, operation: str | None = None) -> int:
+        """Client-waits-for-server exchanges: on one connection, each run of client messages that the
+        server answers (at least one server message after it) is one round trip. A message the client
+        does not wait for (Terminate) is none; server messages nobody asked for (a NoticeResponse later)
+        add none; pipelined requests sent without waiting count once. The TCP handshake is the kernel's
+        and is not on the tap; after "encrypted from here" nothing more is counted."""
+        return sum(_round_trips(directions)
+                   for number, directions in self._directions(operation).items() if conn in (None, number))
+
+    def round_trips_by_connection(self, operation: str | None = None) -> dict[int, int]:
+        """``round_trips`` for each connection seen."""
+        return {number: _round_trips(directions) for number, directions in self._directions(operation).items()}
+
+    def operations(self) -> Any:
+        """One row per marked operation: its window, connections, messages and round trips."""
+        import pandas as pd
+
+        rows = []
+        for label, start, end in list(self._operations):
+            directions = self._directions_between(start, end)
+            rows.append((label, start, end, len(directions), sum(len(d) for d in directions.values()),
+                         sum(_round_trips(d) for d in directions.values())))
+        return pd.DataFrame(rows, columns=OPERATION_COLUMNS)
+
+    def clear(self) -> None:
+        """Forget the record and the operations (the connections stay as they are)."""
+        self._record.clear()
+        self._operations.clear()
+        self.dropped = 0
+
+    # ------------------------------------------------------------------ helpers
+    def _rows(self, operation: str | None) -> list[tuple[float, int, str, str, int, bytes | str]]:
+        rows = list(self._record)
+        if operation is None:
+            return rows
+        windows = [(s, e) for label, s, e in self._operations if label == operation]
+        if not windows:
+            raise KeyError(f"no operation {operation!r}; marked: {sorted({o[0] for o in self._operations})}")
+        return [r for r in rows if any(s <= r[0] <= e for s, e in windows)]
+
+    def _directions(self, operation: str | None) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for _, number, direction, *_rest in self._rows(operation):
+            out.setdefault(number, []).append(direction)
+        return out
+
+    def _directions_between(self, start: float, end: float) -> dict[int, list[str]]:
+        out: dict[int, list[str]] = {}
+        for t, number, direction, *_rest in list(self._record):
+            if start <= t <= end:
+                out.setdefault(number, []).append(direction)
+        return out
+
+
+def _round_trips(directions: list[str]) -> int:
+    """Client-to-server turns: a server message right after a client message ends one round trip."""
+    trips, previous = 0, None
+    for direction in directions:
+        if direction == SERVER and previous == CLIENT:
+            trips += 1
+        previous = direction
+    return trips
+
