@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	@echo "==> Creating $(VENV) and installing the kit (first run takes a few minutes)"
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip >/dev/null
-	$(PY) -m pip install -e '.[dev,compare]'
+	$(PY) -m pip install -e '.[dev,compare,repo2docker]'
 	$(PY) -m ipykernel install --sys-prefix --name $(KERNEL_NAME) --display-name "Python (pgfactory-kit)"
 	@touch $@
 
