@@ -9,9 +9,12 @@ import time
 import psycopg2
 import psycopg2.errors
 import pytest
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from pgfactory_kit import ConnectionPool, KitConnection, PoolClosed, PoolTimeout, make_factory
-from pgfactory_kit.pooling.pool import TRUST_WINDOW
+from pgfactory_kit.pooling.health import TRUST_WINDOW
 
 from .conftest import number_from_child
 
@@ -360,7 +363,7 @@ def test_busy_connection_terminated_raises_to_its_caller_and_pool_recovers(facto
 
 def test_max_lifetime_retires_connections_with_jitter(factory):
     with ConnectionPool(factory, min_size=4, max_size=4, max_lifetime=100.0) as pool:
-        lifetimes = [rec.expires - rec.last_used for rec in pool._records.values()]
+        lifetimes = [rec.expires_at - rec.last_used for rec in pool._idle]
         assert all(89.0 < life <= 100.0 for life in lifetimes)
         assert len({round(life, 6) for life in lifetimes}) == 4  # not all expiring at once
     with ConnectionPool(factory, max_size=1, max_lifetime=0.05) as pool:
@@ -509,10 +512,36 @@ def test_pool_errors_are_operational_errors():
 
 
 def test_bad_sizes_are_rejected_with_a_clear_message(factory):
-    with pytest.raises(ValueError, match="min_size <= max_size"):
+    with pytest.raises(ValueError, match=r"min_size must be between 0 and max_size \(2\), got 3"):
         ConnectionPool(factory, min_size=3, max_size=2)
     with pytest.raises(TypeError, match="zero-argument callable"):
         ConnectionPool("dbname=x")
+
+
+def test_max_size_given_as_a_string_is_refused_naming_the_parameter(factory):
+    with pytest.raises(TypeError, match=r"max_size must be a whole number, got '4' \(str\)"):
+        ConnectionPool(factory, max_size="4")
+
+
+def test_max_lifetime_zero_is_refused_saying_what_it_would_mean(factory):
+    with pytest.raises(ValueError, match="max_lifetime must be more than 0 seconds.*closed right after its first use"):
+        ConnectionPool(factory, max_lifetime=0)
+
+
+@given(parameter=st.sampled_from(["min_size", "max_size", "timeout", "max_lifetime", "max_idle", "check_after"]),
+       value=st.one_of(st.integers(max_value=-1), st.floats(max_value=-1e-9), st.just(float("nan")),
+                       st.text(max_size=3), st.none(), st.booleans(), st.lists(st.integers(), max_size=1)))
+@hypothesis_settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_any_bad_constructor_argument_is_refused_before_connecting_and_named(parameter, value):
+    opened: list[int] = []
+
+    def factory():  # never called: arguments are checked before the first connection is opened
+        opened.append(1)
+        raise AssertionError("connected before checking the arguments")
+
+    with pytest.raises((TypeError, ValueError)) as caught:
+        ConnectionPool(factory, **({"min_size": 0} | {parameter: value}))
+    assert parameter in str(caught.value) and opened == []
 
 
 def test_putconn_of_something_else_raises_type_error(factory):

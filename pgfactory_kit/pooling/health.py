@@ -71,3 +71,24 @@ def close_quietly(conn: psycopg2.extensions.connection) -> None:
         conn.close()
     except Exception:  # noqa: BLE001 - a dead connection may fail to close; it is gone either way
         pass
+
+# A connection returned less than this many seconds ago is lent with no check at all (no syscall):
+# the hot path of a busy pool. A server that ended it within that moment looks like one that ended it
+# a moment later, mid-query: the borrower sees the error.
+TRUST_WINDOW = 0.01
+
+
+def fit_to_lend(conn: psycopg2.extensions.connection, poller: Any, idle_for: float, check_after: float) -> bool:
+    """Whether an idle connection may be lent, checked as cheaply as its idle time allows.
+
+    Idle under TRUST_WINDOW (and under ``check_after``): yes, no syscall. Under ``check_after``:
+    yes unless its socket is readable (one zero-timeout poll; readable -> confirm with SELECT 1).
+    Longer: one SELECT 1.
+    """
+    if broken(conn):
+        return False
+    if idle_for < min(TRUST_WINDOW, check_after):
+        return True
+    if idle_for < check_after and not spoken_to(poller):
+        return True
+    return usable(conn)
