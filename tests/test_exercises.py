@@ -1,0 +1,77 @@
+"""The challenge checkers (pgfactory_kit.lessons.exercises): each passes the worked solution and
+fails the wrong answers learners actually write, with a hint that names the mistake."""
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+
+import pytest
+
+from pgfactory_kit import make_factory
+from pgfactory_kit.lessons import backend_pid
+from pgfactory_kit.lessons.exercises import ExerciseFailed, nb01
+
+
+@pytest.fixture
+def no_johns(settings) -> Iterator[None]:
+    """mytable without rows named John, before and after the test."""
+    def tidy() -> None:
+        with closing(make_factory(settings)()) as conn, conn, conn.cursor() as cur:
+            cur.execute("DELETE FROM mytable WHERE name = %s", ("John",))
+    tidy()
+    yield
+    tidy()
+
+
+# ------------------------------------------------------------------------------ 01: one connection, committed
+def blog_on_one_connection(settings, *, commit: bool = True, insert: bool = True) -> list[int]:
+    """The blog's two operations on one connection; what a learner writes (or gets wrong)."""
+    pids = []
+    with closing(make_factory(settings)()) as conn:
+        with conn.cursor() as cur:
+            cur.execute("SELECT * FROM mytable")
+            cur.fetchall()
+            pids.append(backend_pid(conn))
+            if insert:
+                cur.execute("INSERT INTO mytable (name) VALUES (%s)", ("John",))
+            pids.append(backend_pid(conn))
+        if commit:
+            conn.commit()
+    return pids
+
+
+def test_nb01_passes_both_operations_on_one_committed_connection(settings, no_johns) -> None:
+    before = nb01.before_challenge(settings)
+    assert nb01.check_one_connection(settings, before, blog_on_one_connection(settings))
+
+
+def test_nb01_fails_an_insert_that_was_never_committed(settings, no_johns) -> None:
+    before = nb01.before_challenge(settings)
+    pids = blog_on_one_connection(settings, commit=False)
+    with pytest.raises(ExerciseFailed, match=r"conn\.commit\(\)"):
+        nb01.check_one_connection(settings, before, pids)
+
+
+def test_nb01_fails_when_john_was_not_inserted(settings, no_johns) -> None:
+    before = nb01.before_challenge(settings)
+    pids = blog_on_one_connection(settings, insert=False)
+    with pytest.raises(ExerciseFailed, match="committed row named 'John'"):
+        nb01.check_one_connection(settings, before, pids)
+
+
+def test_nb01_fails_the_blogs_two_connections(settings, no_johns) -> None:
+    before = nb01.before_challenge(settings)
+    pids = []
+    for _ in range(2):
+        with closing(make_factory(settings)()) as conn, conn, conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            pids.append(backend_pid(conn))
+    with pytest.raises(ExerciseFailed, match="call the factory once"):
+        nb01.check_one_connection(settings, before, pids)
+
+
+def test_nb01_fails_a_second_run_of_the_cell_that_inserts_john_twice(settings, no_johns) -> None:
+    before = nb01.before_challenge(settings)
+    blog_on_one_connection(settings)
+    with pytest.raises(ExerciseFailed, match="exactly 1 new session"):
+        nb01.check_one_connection(settings, before, blog_on_one_connection(settings))
