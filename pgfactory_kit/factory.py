@@ -16,11 +16,17 @@ ConnectionFactory = Callable[[], "psycopg2.extensions.connection"]
 
 
 class KitConnection(psycopg2.extensions.connection):
-    """A psycopg2 connection that counts statements and client/server round trips.
+    """A psycopg2 connection that counts statements and client/server round trips as the wire carries
+    them (checked against the WireTap in the tests).
 
-    ``statements``: calls to ``execute``/``executemany`` (one per statement sent);
-    ``round_trips``: messages the client waited on — each execute, commit and rollback, plus
-    the connect handshake counted in ``connect_round_trips`` (psycopg2 does not expose it).
+    ``statements``: statements sent by ``execute`` (one) and ``executemany`` (one per row);
+    ``round_trips``: exchanges the client waited for after connecting — each statement, the ``BEGIN``
+    psycopg2 sends before the first statement of a transaction (autocommit off), and each ``COMMIT`` or
+    ``ROLLBACK`` that is sent (none when no transaction is open; ``with conn:`` sends them even in
+    autocommit). ``begins`` counts those BEGINs.
+    A statement the server rejects still made its round trip; one psycopg2 rejects before sending
+    (a bad placeholder) made none. Not counted: the connect itself (about 4 round trips with SCRAM and
+    ``sslmode=prefer``: see the wire tap), server-side (named) cursors' FETCHes, COPY.
     Counters are per connection and thread-safe enough for the lessons (a lock guards them).
     """
 
@@ -29,15 +35,34 @@ class KitConnection(psycopg2.extensions.connection):
         self._counter_lock = threading.Lock()
         self.statements = 0
         self.round_trips = 0
+        self.begins = 0
         self.commits = 0
         self.rollbacks = 0
+        self._in_block = False
 
-    def _count(self, statements: int = 0, commits: int = 0, rollbacks: int = 0) -> None:
+    def _count(self, statements: int = 0, commits: int = 0, rollbacks: int = 0, begins: int = 0) -> None:
         with self._counter_lock:
             self.statements += statements
+            self.begins += begins
             self.commits += commits
             self.rollbacks += rollbacks
-            self.round_trips += statements + commits + rollbacks
+            self.round_trips += statements + begins + commits + rollbacks
+
+    def _begin_pending(self) -> int:
+        """1 when psycopg2 will send BEGIN before the next statement: no transaction open, and autocommit
+        off or inside ``with conn:`` (psycopg2 2.9 opens a transaction there even in autocommit)."""
+        return int((not self.autocommit or self._in_block) and self.status == psycopg2.extensions.STATUS_READY)
+
+    def __enter__(self) -> KitConnection:
+        result = super().__enter__()
+        self._in_block = True
+        return result
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            self._in_block = False
 
     def cursor(self, *args: Any, **kwargs: Any) -> psycopg2.extensions.cursor:
         cursor_factory = kwargs.get("cursor_factory") or self.cursor_factory or psycopg2.extensions.cursor
@@ -58,9 +83,9 @@ class KitConnection(psycopg2.extensions.connection):
             self._count(rollbacks=1)
 
     def counters(self) -> dict[str, int]:
-        """A snapshot: statements, round_trips, commits, rollbacks."""
+        """A snapshot: statements, round_trips, begins, commits, rollbacks."""
         with self._counter_lock:
-            return {"statements": self.statements, "round_trips": self.round_trips,
+            return {"statements": self.statements, "round_trips": self.round_trips, "begins": self.begins,
                     "commits": self.commits, "rollbacks": self.rollbacks}
 
 
@@ -68,20 +93,41 @@ _COUNTING_CLASSES: dict[type, type] = {}
 _COUNTING_LOCK = threading.Lock()
 
 
+def _reached_server(exc: BaseException) -> bool:
+    """Whether a failed call had sent its statement: the server answered with an error (a SQLSTATE)."""
+    return isinstance(exc, psycopg2.Error) and exc.pgcode is not None
+
+
 def _counting_cursor_class(base: type) -> type:
-    """A subclass of ``base`` whose execute/executemany report to their KitConnection."""
+    """A subclass of ``base`` whose execute/executemany report what they sent to their KitConnection."""
     with _COUNTING_LOCK:
         cls = _COUNTING_CLASSES.get(base)
         if cls is None:
             def execute(self: Any, query: Any, vars: Any = None) -> Any:
-                result = base.execute(self, query, vars)
-                self.connection._count(statements=1)
+                conn = self.connection
+                begin = conn._begin_pending()
+                try:
+                    result = base.execute(self, query, vars)
+                except BaseException as exc:
+                    if _reached_server(exc):
+                        conn._count(statements=1, begins=begin)
+                    raise
+                conn._count(statements=1, begins=begin)
                 return result
 
             def executemany(self: Any, query: Any, vars_list: Any) -> Any:
+                # psycopg2 sends one statement per row (BEGIN first when a transaction starts); when a
+                # row fails part-way, every row is counted (psycopg2 does not say which one failed).
                 vars_list = list(vars_list)
-                result = base.executemany(self, query, vars_list)
-                self.connection._count(statements=len(vars_list))
+                conn = self.connection
+                begin = conn._begin_pending() if vars_list else 0
+                try:
+                    result = base.executemany(self, query, vars_list)
+                except BaseException as exc:
+                    if _reached_server(exc):
+                        conn._count(statements=len(vars_list), begins=begin)
+                    raise
+                conn._count(statements=len(vars_list), begins=begin)
                 return result
 
             cls = type(f"Counting{base.__name__}", (base,), {"execute": execute, "executemany": executemany})

@@ -64,7 +64,8 @@ def test_kit_connection_counts_statements_and_round_trips(settings):
             cur.execute("SELECT %s", (2,))
         conn.commit()
         conn.commit()  # nothing open: psycopg2 sends nothing, so nothing is counted
-        assert conn.counters() == {"statements": 2, "round_trips": 3, "commits": 1, "rollbacks": 0}
+        # BEGIN (sent by psycopg2 before the first statement), two statements, COMMIT.
+        assert conn.counters() == {"statements": 2, "round_trips": 4, "begins": 1, "commits": 1, "rollbacks": 0}
     finally:
         conn.close()
 
