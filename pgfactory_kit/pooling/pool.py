@@ -54,16 +54,18 @@ class _Pooled:
 
     __slots__ = ("conn", "watch", "key", "state", "poller", "last_used", "expires_at", "idle_limit")
 
-    def __init__(self, conn: Connection, max_lifetime: float, max_idle: float) -> None:
+    def __init__(self, conn: Connection, pool: ConnectionPool) -> None:
         now = monotonic()
         self.conn: Connection | None = conn  # a strong reference while the pool holds it (idle, busy)
-        self.watch: weakref.ref | None = None  # a weak reference while it is lent
+        # Its callback runs only if the connection dies while the pool does not hold it (lent) and
+        # has not forgotten it (``_forget`` drops this reference first): a borrower dropped it.
+        self.watch: weakref.ref | None = weakref.ref(conn, _on_drop(pool._self_ref, self))
         self.key = id(conn)  # its key in the pool's _records
         self.state = BUSY
         self.poller = make_poller(conn)
         self.last_used = now
-        self.expires_at = now + max_lifetime * random.uniform(0.9, 1.0)  # jitter: not all at once
-        self.idle_limit = max_idle * random.uniform(0.9, 1.0)
+        self.expires_at = now + pool.max_lifetime * random.uniform(0.9, 1.0)  # jitter: not all at once
+        self.idle_limit = pool.max_idle * random.uniform(0.9, 1.0)
 
 
 class _Waiter:
@@ -209,11 +211,8 @@ class ConnectionPool:
         """Lend a connection as ``state``: an idle one that passes its check, a new one, or one from the line."""
         timeout = self.timeout if timeout is None else timeout
         deadline = monotonic() + timeout
-        with self._lock:
-            self._raise_if_closed()  # like psycopg_pool: a request to a closed pool is not counted
-            self._counts["requests_num"] += 1
-        for _ in range(self.max_size + 2):  # bounded: each pass lends a connection or discards a bad one
-            conn, rec, fresh = self._take(state, deadline, timeout)
+        for attempt in range(self.max_size + 2):  # bounded: each pass lends a connection or discards a bad one
+            conn, rec, fresh = self._take(state, deadline, timeout, new_request=attempt == 0)
             if fresh or self._fit(conn, rec):
                 return conn
         raise psycopg2.OperationalError(
@@ -221,11 +220,12 @@ class ConnectionPool:
             "What to do: check the server log; the factory may be returning broken connections.")
 
 
-    def _take(self, state: str, deadline: float, timeout: float) -> tuple[Connection, _Pooled, bool]:
+    def _take(self, state: str, deadline: float, timeout: float, new_request: bool) -> tuple[Connection, _Pooled, bool]:
         """Lend an idle connection, or open a new one, or wait in line; True if the connection is new."""
         with self._lock:
             # Critical section: decide here whether a connection is ready, can be opened, or we wait.
-            self._raise_if_closed()
+            self._raise_if_closed()  # like psycopg_pool: a request to a closed pool is not counted
+            self._counts["requests_num"] += new_request
             if self._idle:
                 rec = self._idle.pop()
                 return self._lend(rec, state), rec, False
@@ -286,7 +286,6 @@ class ConnectionPool:
         """Lend ``rec`` as ``state`` (under the lock): from now on the pool holds it only weakly."""
         conn, rec.conn = rec.conn, None
         rec.state = state
-        rec.watch = weakref.ref(conn, _on_drop(self._self_ref, rec))
         return conn
 
     # ------------------------------------------------------------------ return
@@ -314,12 +313,12 @@ class ConnectionPool:
             rec = self._records.get(id(conn))
             if rec is None or rec.state != state or rec.watch is None or rec.watch() is not conn:
                 raise ValueError(self._why_not_returnable(conn, rec))
-            rec.state, rec.watch, rec.conn = BUSY, None, conn
+            rec.state, rec.conn = BUSY, conn
         return rec
 
     def _why_not_returnable(self, conn: Connection, rec: _Pooled | None) -> str:
         """The message for a return that is refused (under the lock)."""
-        if rec is None or (rec.conn or (rec.watch and rec.watch())) is not conn:
+        if rec is None or rec.watch is None or rec.watch() is not conn:
             return (f"can't return {conn!r} to pool {self.name!r}: it does not come from this pool (a "
                     "connection lent before os.fork() belongs to the parent process). What to do: return a "
                     "connection to the pool that gave it out.")
@@ -388,7 +387,7 @@ class ConnectionPool:
                 self._counts["connections_errors"] += 1
                 self._last_error = f"{type(exc).__name__}: {str(exc).strip()}"
             raise
-        rec = _Pooled(conn, self.max_lifetime, self.max_idle)
+        rec = _Pooled(conn, self)
         with self._lock:
             self._counts["connections_num"] += 1
             self._counts["connections_ms"] += (monotonic() - started) * 1000
