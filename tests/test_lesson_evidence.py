@@ -129,3 +129,21 @@ def test_a_set_through_transaction_pooling_is_seen_by_the_next_client(server) ->
         bouncer.destroy()
     assert leak["a_backend_pid"] == leak["b_backend_pid"], "one server connection served both clients"
     assert leak["b_read"] == "alice", leak
+
+
+def test_waiting_borrowers_are_served_first_come_first_served(settings) -> None:
+    from pgfactory_kit import ConnectionPool
+    from pgfactory_kit.lessons.evidence import serve_order
+
+    with ConnectionPool(make_factory(settings), min_size=0, max_size=1, name="evidence-fifo") as pool:
+        assert serve_order(pool, waiters=4) == [0, 1, 2, 3]
+
+
+def test_psycopg_pool_hands_out_a_dead_connection_unless_given_check(settings) -> None:
+    pytest.importorskip("psycopg_pool")
+    from pgfactory_kit.lessons.evidence import psycopg_pool_after_terminate
+
+    unchecked = psycopg_pool_after_terminate(settings, checked=False)
+    checked = psycopg_pool_after_terminate(settings, checked=True)
+    assert unchecked["outcome"].startswith("AdminShutdown"), unchecked
+    assert checked["outcome"] == "ok" and checked["connections_lost"] == 1, checked

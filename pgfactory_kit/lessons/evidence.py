@@ -188,3 +188,78 @@ def session_state_leak(bouncer: ConnectionSettings, value: str = "alice") -> dic
     finally:
         b.close()
     return {"a_backend_pid": a_pid, "b_backend_pid": int(b_pid), "a_set": value, "b_read": seen}
+
+
+# ---------------------------------------------------------------------------- pools side by side
+def serve_order(pool: Any, waiters: int = 3, timeout_s: float = 10.0) -> list[int]:
+    """With every connection of ``pool`` borrowed (call it on a pool of ``max_size=1`` whose one
+    connection is free), start ``waiters`` borrower threads one at a time, each only once the one
+    before it is waiting (``stats()["requests_waiting"]``), then give the connection back. Returns
+    the order in which the borrowers got it (0 = the first to ask). Bounded by ``timeout_s``."""
+    held = pool.getconn(timeout=timeout_s)
+    order: list[int] = []
+    lock = threading.Lock()
+    deadline = time.monotonic() + timeout_s
+
+    def borrower(number: int) -> None:
+        with pool.connection(timeout=timeout_s):
+            with lock:
+                order.append(number)
+
+    threads = []
+    try:
+        for number in range(waiters):
+            thread = threading.Thread(target=borrower, args=(number,), daemon=True)
+            thread.start()
+            threads.append(thread)
+            while pool.stats()["requests_waiting"] < number + 1:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"borrower {number} did not start waiting within {timeout_s:.0f} s")
+                time.sleep(0.005)
+    finally:
+        pool.putconn(held)
+        for thread in threads:
+            thread.join(timeout=max(0.1, deadline - time.monotonic()))
+    return order
+
+
+def psycopg_pool_after_terminate(settings: ConnectionSettings, *, checked: bool) -> dict[str, Any]:
+    """psycopg 3's ``psycopg_pool.ConnectionPool`` (``min_size=max_size=1``) after its idle
+    connection's backend was terminated: does the next borrower's query fail? ``checked`` passes
+    ``check=ConnectionPool.check_connection``; without it the pool's ``check`` is its default, None.
+    Returns ``outcome`` ("ok" or the error's class and first line) and the pool's ``stats``.
+    Raises ImportError when psycopg_pool is not installed."""
+    import logging
+
+    import psycopg
+    import psycopg_pool
+
+    from .lesson import terminate_backend
+
+    conninfo = psycopg.conninfo.make_conninfo(**settings.with_(application_name="pgfactory_kit_psycopg_pool")
+                                              .connect_kwargs())
+    check = psycopg_pool.ConnectionPool.check_connection if checked else None
+    pool_logger = logging.getLogger("psycopg.pool")
+    level = pool_logger.level
+    pool_logger.setLevel(logging.ERROR)  # its "discarding closed connection" warning is the point, not noise
+    try:
+        with psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=1, check=check, open=True,
+                                         timeout=10, name="lesson03-psycopg") as pool:
+            pool.wait(timeout=10)
+            with pool.connection() as conn:
+                victim = int(conn.info.backend_pid)
+            terminate_backend(settings, victim)
+            wait_until_gone(settings, [victim])
+            try:
+                with pool.connection() as conn:
+                    conn.execute("SELECT 1")
+                outcome = "ok"
+            except psycopg.OperationalError as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                outcome = f"{type(exc).__name__}: {first}"
+            stats = pool.get_stats()
+    finally:
+        pool_logger.setLevel(level)
+    return {"check": "ConnectionPool.check_connection" if checked else "None (the default)",
+            "outcome": outcome, "connections_lost": stats.get("connections_lost", 0),
+            "returns_bad": stats.get("returns_bad", 0)}
