@@ -28,18 +28,12 @@ from pathlib import Path
 import psycopg2
 from results_file import RESULTS, replace_block
 
+from pgfactory_kit.servers.daemon import free_port
 from pgfactory_kit.servers.pgbouncer import LocalPgBouncer, find_pgbouncer
 from pgfactory_kit.servers.postgres import LocalServer
 from pgfactory_kit.settings import ConnectionSettings
 
 SECTION = "## PgBouncer"
-
-
-def free_port() -> int:
-    import socket
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def connect_per_query(settings: ConnectionSettings, commit: bool) -> Callable[[], None]:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import psycopg2
 import pytest
 
 from pgfactory_kit import ConnectionSettings, make_factory
+from pgfactory_kit.servers.daemon import free_port  # the package's own, re-exported for the tests
 from pgfactory_kit.servers.postgres import LocalServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -35,13 +35,6 @@ def number_from_child(body) -> int:
     os.close(read_fd)
     assert os.waitstatus_to_exitcode(status) == 0, f"the forked child exited with {status}"
     return value
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextlib.contextmanager

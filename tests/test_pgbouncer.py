@@ -15,7 +15,7 @@ import pytest
 
 from pgfactory_kit.cli import main
 from pgfactory_kit.servers import pgbouncer as pgb
-from pgfactory_kit.servers.daemon import pid_alive
+from pgfactory_kit.servers.daemon import pid_alive, port_free
 from pgfactory_kit.servers.pgbouncer import LocalPgBouncer, PgBouncerMissingError, find_pgbouncer, scram_verifier
 from pgfactory_kit.servers.postgres import LocalServer
 
@@ -220,7 +220,7 @@ def test_stop_ends_the_process_and_destroy_removes_every_file(server):
     other.start()
     pid, real = other.status().pid, other.dir.resolve()
     other.stop()
-    assert not pid_alive(pid) and pgb._port_free("127.0.0.1", other.port)
+    assert not pid_alive(pid) and port_free("127.0.0.1", other.port)
     assert "stopped" in other.describe()
     other.stop()  # idempotent
     other.destroy()

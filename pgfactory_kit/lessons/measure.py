@@ -15,7 +15,6 @@ import io
 import multiprocessing
 import queue as queue_module
 import shutil
-import socket
 import tempfile
 import threading
 import time
@@ -27,6 +26,7 @@ from typing import Any
 
 import psycopg2
 
+from ..servers.daemon import free_port
 from ..servers.postgres import LocalServer
 from ..settings import ConnectionSettings
 from .lesson import kit_server, save_csv, save_figure
@@ -157,12 +157,6 @@ def pool_sizes_figure(summary: Any, machine: dict[str, Any] | None = None):
 
 
 # ---------------------------------------------------------------------------- a small server of our own
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
 
 class SmallServer(LocalServer):
     """A LocalServer in a temporary folder of its own: ``destroy()`` also removes that folder

@@ -12,15 +12,12 @@ as it runs the server (see ``service_user``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +27,25 @@ import psycopg2
 
 from ..errors import ServerError
 from ..settings import DEFAULT_USER, ConnectionSettings
-from .daemon import pid_alive, read_text, tail, wait_until
+from .daemon import (
+    configured_port,
+    file_lock,
+    free_port,
+    live_pid,
+    pid_alive,
+    port_free,
+    read_text,
+    real_dir,
+    relocation_target,
+    remove_folder,
+    run_captured,
+    tail,
+    wait_until,
+    write_private,
+)
 from .postgres import LocalServer
 from .scram import scram_verifier
-from .service_user import RELOCATION_ROOT, RunAs, current_runas, relocated_path
+from .service_user import RunAs, current_runas
 
 DEFAULT_PGBOUNCER_PORT = 16432
 PORT_ENV = "PGFACTORY_PGBOUNCER_PORT"
@@ -158,8 +170,8 @@ class LocalPgBouncer:
                 self._write_ini(real, runas)
                 os.kill(pid, signal.SIGHUP)  # re-read the config and the auth file
                 return self.settings()
-            if not self._port_explicit and not _port_free(self.host, self.port):
-                self.port = _free_port(self.host)
+            if not self._port_explicit and not port_free(self.host, self.port):
+                self.port = free_port(self.host)
             self._check_port_free()
             self._write_ini(real, runas)
             with contextlib.suppress(FileNotFoundError):
@@ -186,11 +198,7 @@ class LocalPgBouncer:
     def destroy(self) -> None:
         """Stop PgBouncer and delete its folder (config, auth file, log), relocated copy included."""
         self.stop()
-        real = self._real_dir()
-        if self.dir.is_symlink():
-            self.dir.unlink()
-        shutil.rmtree(real, ignore_errors=True)
-        shutil.rmtree(self.dir, ignore_errors=True)
+        remove_folder(self.dir)
 
     def status(self) -> PgBouncerStatus:
         """Whether PgBouncer is installed and runs, where, and which version."""
@@ -240,16 +248,11 @@ class LocalPgBouncer:
     # ------------------------------------------------------------------ steps
     @contextlib.contextmanager
     def _lock(self) -> Iterator[None]:
-        self.server.state_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.server.state_dir / f".{DIR_NAME}.lock", "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with file_lock(self.server.state_dir / f".{DIR_NAME}.lock"):
+            yield
 
     def _real_dir(self) -> Path:
-        return self.dir.resolve() if self.dir.is_symlink() else self.dir
+        return real_dir(self.dir)
 
     def _prepare_dir(self, runas: RunAs) -> Path:
         """Create the config folder, owned by whoever runs PgBouncer. When that user cannot reach the
@@ -263,10 +266,7 @@ class LocalPgBouncer:
             if self.server.data_dir.is_symlink() and runas.can_reach(cluster, "-w"):
                 real = cluster / self.dir.name
             else:
-                real = relocated_path(DIR_NAME, self.dir)
-                real.parent.mkdir(parents=True, exist_ok=True)
-                os.chmod(RELOCATION_ROOT, 0o755)
-                os.chmod(real.parent, 0o755)
+                real = relocation_target(DIR_NAME, self.dir)
             if self.dir.exists():
                 shutil.rmtree(self.dir)
             self.dir.symlink_to(real, target_is_directory=True)
@@ -299,11 +299,11 @@ class LocalPgBouncer:
             conn.close()
         secret_file = real / CONSOLE_PASSWORD_FILE
         if not secret_file.exists():
-            _write_private(secret_file, secrets.token_urlsafe(24) + "\n")
+            write_private(secret_file, secrets.token_urlsafe(24) + "\n")
         console_password = secret_file.read_text().strip()
         entries.append((CONSOLE_USER, scram_verifier(console_password)))
         lines = [f'"{_quote(name)}" "{_quote(secret)}"' for name, secret in entries]
-        _write_private(real / AUTH_FILE, "\n".join(lines) + "\n")
+        write_private(real / AUTH_FILE, "\n".join(lines) + "\n")
         runas.chown(real / AUTH_FILE)
 
     def _write_ini(self, real: Path, runas: RunAs) -> None:
@@ -333,16 +333,10 @@ class LocalPgBouncer:
         runas.chown(real / INI_FILE)
 
     def _launch(self, binary: str, real: Path, runas: RunAs) -> None:
-        ini = real / INI_FILE
-        # Files, not pipes: the daemon inherits them and would keep a pipe open.
-        with tempfile.TemporaryFile("w+") as out:
-            result = subprocess.run([binary, "-d", "-q", str(ini)], stdout=out, stderr=out,
-                                    stdin=subprocess.DEVNULL, text=True, env=runas.env(), check=False,
-                                    **runas.popen_kwargs())
-            out.seek(0)
-            output = out.read()
+        result = run_captured([binary, "-d", "-q", str(real / INI_FILE)], runas)  # the daemon inherits the files
+        output = result.stdout + result.stderr
         ready = result.returncode == 0 and wait_until(
-            lambda: self._running_pid(real) is not None and not _port_free(self.host, self.port), START_TIMEOUT_S)
+            lambda: self._running_pid(real) is not None and not port_free(self.host, self.port), START_TIMEOUT_S)
         if not ready:
             raise PgBouncerError(
                 f"PgBouncer did not come up on {self.host}:{self.port} (exit code {result.returncode}).\n"
@@ -351,11 +345,8 @@ class LocalPgBouncer:
 
     def _running_pid(self, real: Path) -> int | None:
         """The pid from the pid file when that process is alive and runs this config."""
-        try:
-            pid = int((real / PID_FILE).read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        if not pid_alive(pid):
+        pid = live_pid(real / PID_FILE)
+        if pid is None:
             return None
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -368,15 +359,10 @@ class LocalPgBouncer:
         real = self._real_dir()
         if self._running_pid(real) is None:
             return None
-        with contextlib.suppress(OSError, ValueError):
-            for line in (real / INI_FILE).read_text().splitlines():
-                key, _, value = line.partition("=")
-                if key.strip() == "listen_port":
-                    return int(value.strip())
-        return None
+        return configured_port(real / INI_FILE, "listen_port")
 
     def _check_port_free(self) -> None:
-        if not _port_free(self.host, self.port):
+        if not port_free(self.host, self.port):
             raise PgBouncerError(
                 f"port {self.port} on {self.host} is already in use by another program, so PgBouncer cannot "
                 f"listen there. What to do: stop that program, or choose another port with "
@@ -385,22 +371,3 @@ class LocalPgBouncer:
 
 def _quote(value: str) -> str:
     return value.replace('"', '""')
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(text)
-    os.chmod(path, 0o600)
-
-
-def _port_free(host: str, port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.settimeout(1.0)
-        return probe.connect_ex((host, port)) != 0
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return sock.getsockname()[1]

@@ -9,14 +9,12 @@ system user ``pgfactory`` (see ``service_user``).
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,9 +29,23 @@ from psycopg2 import sql
 from .. import paths
 from ..errors import BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError, ServerStartError
 from ..settings import DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings, pgpass_line
-from .daemon import pid_alive, read_text, tail, wait_until
+from .daemon import (
+    configured_port,
+    file_lock,
+    live_pid,
+    pid_alive,
+    port_free,
+    read_text,
+    real_dir,
+    relocation_target,
+    remove_folder,
+    run_captured,
+    tail,
+    wait_until,
+    write_private,
+)
 from .scram import md5_verifier, password_matches, scram_verifier
-from .service_user import RunAs, current_runas, reachable_bin_dir, relocated_path
+from .service_user import RunAs, current_runas, reachable_bin_dir
 
 ADMIN_USER = "pgfactory_admin"
 ADMIN_PASSWORD_FILE = "pgfactory_admin.pass"
@@ -122,15 +134,7 @@ class LocalServer:
 
     def _configured_port(self) -> int | None:
         """The port this cluster was last started with (so `status`/`down` find it without --port)."""
-        try:
-            text = (self._real_data_dir() / CONF_FILE).read_text()
-        except OSError:
-            return None
-        for line in text.splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "port" and value.strip().isdigit():
-                return int(value.strip())
-        return None
+        return configured_port(self._real_data_dir() / CONF_FILE, "port")
 
     def __repr__(self) -> str:
         return f"LocalServer(data_dir={str(self.data_dir)!r}, port={self.port})"
@@ -229,10 +233,7 @@ class LocalServer:
         """Stop the server and delete its data directory (and any relocated copy)."""
         self.stop()
         real = self._real_data_dir()
-        if self.data_dir.is_symlink():
-            self.data_dir.unlink()
-        shutil.rmtree(real, ignore_errors=True)
-        shutil.rmtree(self.data_dir, ignore_errors=True)
+        remove_folder(self.data_dir)
         sock = self._socket_dir(real)
         if sock != real:
             shutil.rmtree(sock, ignore_errors=True)
@@ -247,22 +248,17 @@ class LocalServer:
             raise DataDirNotWritableError(
                 f"cannot create {self.state_dir} ({exc.strerror}). What to do: choose a writable place "
                 "with `pgfactory-kit up --data-dir DIR` or LocalServer(data_dir=...).") from None
-        lock_path = self.state_dir / f".{self.data_dir.name}.lock"
         try:
-            handle = open(lock_path, "a+")
+            lock = file_lock(self.state_dir / f".{self.data_dir.name}.lock")
         except OSError as exc:
             raise DataDirNotWritableError(
                 f"cannot write in {self.state_dir} ({exc.strerror}). What to do: fix its permissions or "
                 "choose another data directory with --data-dir.") from None
-        with handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(handle, fcntl.LOCK_UN)
+        with lock:
+            yield
 
     def _real_data_dir(self) -> Path:
-        return self.data_dir.resolve() if self.data_dir.is_symlink() else self.data_dir
+        return real_dir(self.data_dir)
 
     def _prepare_data_dir(self, runas: RunAs) -> Path:
         """Create the data directory, owned by whoever runs the server; relocate when as root the
@@ -274,16 +270,13 @@ class LocalServer:
         if self.data_dir.is_symlink():
             real = self.data_dir.resolve()
         elif runas.is_other_user and not runas.can_reach(self.state_dir, "-x"):
-            real = relocated_path("clusters", self.data_dir)
+            if self.data_dir.exists() and any(self.data_dir.iterdir()):
+                raise DataDirNotWritableError(
+                    f"{self.data_dir} is not empty but the server's user {runas.name!r} cannot reach it. "
+                    "What to do: move the project somewhere readable, or choose another --data-dir.")
+            real = relocation_target("clusters", self.data_dir)
             if self.data_dir.exists():
-                if any(self.data_dir.iterdir()):
-                    raise DataDirNotWritableError(
-                        f"{self.data_dir} is not empty but the server's user {runas.name!r} cannot reach it. "
-                        "What to do: move the project somewhere readable, or choose another --data-dir.")
                 self.data_dir.rmdir()
-            real.parent.mkdir(parents=True, exist_ok=True)
-            os.chmod(real.parent.parent, 0o755)
-            os.chmod(real.parent, 0o755)
             self.data_dir.symlink_to(real, target_is_directory=True)
         else:
             real = self.data_dir
@@ -306,8 +299,7 @@ class LocalServer:
         admin_password = secrets.token_urlsafe(24)
         with tempfile.TemporaryDirectory(prefix="pgfactory-init-") as tmp:
             pwfile = Path(tmp) / "pw"
-            pwfile.write_text(admin_password + "\n")
-            os.chmod(pwfile, 0o600)
+            write_private(pwfile, admin_password + "\n")
             if runas.is_other_user:
                 os.chmod(tmp, 0o711)
                 runas.chown(pwfile)
@@ -319,8 +311,7 @@ class LocalServer:
                 f"initdb failed for {real}:\n{tail(result.stdout + result.stderr)}\n"
                 "What to do: check free disk space and permissions; delete the folder and retry.")
         secret = real / ADMIN_PASSWORD_FILE
-        secret.write_text(admin_password + "\n")
-        os.chmod(secret, 0o600)
+        write_private(secret, admin_password + "\n")
         runas.chown(secret)
         with open(real / "postgresql.conf", "a", encoding="utf-8") as conf:
             conf.write(f"\n# Added by pgfactory-kit\ninclude_if_exists = '{CONF_FILE}'\n")
@@ -389,11 +380,8 @@ class LocalServer:
 
     def _running_pid(self, real: Path) -> int | None:
         """The postmaster's pid when it is alive and serves this data directory."""
-        try:
-            pid = int((real / "postmaster.pid").read_text().splitlines()[0])
-        except (OSError, ValueError, IndexError):
-            return None
-        if not pid_alive(pid):
+        pid = live_pid(real / "postmaster.pid")
+        if pid is None:
             return None
         try:
             if Path(f"/proc/{pid}/cwd").resolve() != real.resolve():
@@ -414,21 +402,14 @@ class LocalServer:
         with contextlib.suppress(FileNotFoundError):
             (real / "postmaster.pid").unlink()
         for lock in self._socket_dir(real).glob(".s.PGSQL.*.lock"):
-            try:
-                owner = int(lock.read_text().splitlines()[0])
-            except (OSError, ValueError, IndexError):
-                owner = 0
-            if not owner or not pid_alive(owner):
+            if not live_pid(lock):
                 with contextlib.suppress(FileNotFoundError):
                     lock.unlink()
                 with contextlib.suppress(FileNotFoundError):
                     lock.with_suffix("").unlink()
 
     def _check_port_free(self) -> None:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.settimeout(1.0)
-            in_use = probe.connect_ex((self.host, self.port)) == 0
-        if in_use:
+        if not port_free(self.host, self.port):
             raise PortInUseError(
                 f"port {self.port} on {self.host} is already in use by another program, so the kit's "
                 f"PostgreSQL cannot listen there. What to do: stop that program, or pick a free port with "
@@ -481,24 +462,15 @@ class LocalServer:
         """``<state>/kit.env`` (PG* variables, no password) and ``<state>/pgpass`` (mode 0600)."""
         settings = self.settings()
         pgpass = self.state_dir / paths.PGPASS_FILE_NAME
-        fd = os.open(pgpass, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            handle.write(pgpass_line(settings) + "\n")
-        os.chmod(pgpass, 0o600)
+        write_private(pgpass, pgpass_line(settings) + "\n")
         env_file = self.state_dir / paths.ENV_FILE_NAME
         env_file.write_text(
             "# Written by `pgfactory-kit up`: the kit's own PostgreSQL. The password is in PGPASSFILE.\n"
             f"PGHOST={settings.host}\nPGPORT={settings.port}\nPGDATABASE={settings.dbname}\n"
             f"PGUSER={settings.user}\nPGPASSFILE={pgpass}\n")
 
-    def _run(self, cmd: list[str], runas: RunAs, check: bool = True) -> subprocess.CompletedProcess:
-        # Files, not pipes: pg_ctl's postmaster inherits them and would keep a pipe open forever.
-        with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-            result = subprocess.run(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, text=True,
-                                    env=runas.env(), check=False, **runas.popen_kwargs())
-            out.seek(0)
-            err.seek(0)
-            completed = subprocess.CompletedProcess(cmd, result.returncode, out.read(), err.read())
+    def _run(self, cmd: list[str], runas: RunAs, check: bool = True) -> subprocess.CompletedProcess[str]:
+        completed = run_captured(cmd, runas)  # pg_ctl's postmaster inherits the output files
         if check and completed.returncode != 0:
             raise ServerError(f"{Path(cmd[0]).name} failed: {tail(completed.stderr)}")
         return completed
