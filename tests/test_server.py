@@ -15,7 +15,7 @@ import pytest
 from pgfactory_kit.errors import BinariesMissingError, PortInUseError
 from pgfactory_kit.servers.postgres import LocalServer
 
-from .conftest import ROOT, free_port
+from .conftest import ROOT, free_port, started_server
 
 
 def query(settings, sql: str, params=None):
@@ -50,12 +50,10 @@ def test_listens_on_loopback_tcp_with_scram_sha_256(server, admin_conn):
         assert cur.fetchone()[0].startswith("127.0.0.1")
 
 
-def test_pg_hba_asks_every_lesson_role_for_a_password(server):
+def test_pg_hba_asks_every_role_for_a_scram_password(server):
     hba = (server._real_data_dir() / "pg_hba.conf").read_text()
     rules = [line.split() for line in hba.splitlines() if line and not line.startswith("#")]
-    for rule in rules:
-        if rule[-1] == "trust":
-            assert rule[2] == "auth_trust"
+    assert rules == [["local", "all", "all", "scram-sha-256"], ["host", "all", "all", "127.0.0.1/32", "scram-sha-256"]]
     with pytest.raises(psycopg2.OperationalError, match="password"):
         psycopg2.connect(**server.settings().with_(password="wrong").connect_kwargs())
 
@@ -67,9 +65,22 @@ def test_lesson_objects_exist_and_are_seeded(settings):
     assert cols == [("id", "integer", "NO"), ("name", "text", "NO")]
 
 
+@pytest.fixture(scope="module")
+def comparison(tmp_path_factory):
+    """A server made for comparing authentication methods (what the measurements start privately)."""
+    with started_server(tmp_path_factory, "cmp", compare_auth=True) as srv:
+        yield srv
+
+
 @pytest.mark.parametrize("method", ["scram-sha-256", "md5", "trust"])
-def test_auth_method_roles_log_in_with_their_method(server, method):
-    assert query(server.auth_settings(method), "SELECT count(*) >= 0 FROM mytable") == [(True,)]
+def test_auth_method_roles_log_in_with_their_method_on_a_comparison_server(comparison, method):
+    assert query(comparison.auth_settings(method), "SELECT count(*) >= 0 FROM mytable") == [(True,)]
+
+
+def test_the_default_server_has_no_md5_or_trust_login(server):
+    for method in ("md5", "trust"):
+        with pytest.raises(ValueError, match="scram-sha-256 only"):
+            server.auth_settings(method)
 
 
 def test_unix_socket_transport_works(server):
@@ -163,15 +174,13 @@ def test_without_a_port_argument_status_finds_the_port_it_was_started_on(server,
     assert again.status().running
 
 
-def test_start_again_keeps_stored_password_verifiers(server, admin_conn):
+def test_start_again_keeps_stored_password_verifiers(comparison):
     """A running PgBouncer holds copies of the verifiers: repeated starts must not re-salt them."""
     def verifiers():
-        with admin_conn.cursor() as cur:
-            cur.execute("SELECT rolname, rolpassword FROM pg_authid WHERE rolname = ANY(%s) ORDER BY 1",
-                        (["myuser", "auth_scram", "auth_md5"],))
-            return cur.fetchall()
+        return query(comparison.admin_settings(), "SELECT rolname, rolpassword FROM pg_authid "
+                     "WHERE rolname = ANY(%s) ORDER BY 1", (["myuser", "auth_scram", "auth_md5"],))
     before = verifiers()
-    server.start()
+    comparison.start()
     assert verifiers() == before
     assert dict(before)["auth_md5"].startswith("md5")
 

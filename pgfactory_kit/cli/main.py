@@ -44,6 +44,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 0
     print(f"Starting the kit's PostgreSQL in {server.data_dir} …", flush=True)
     settings = server.start()
+    for note in server.notes:
+        print(note)
     print(f"PostgreSQL is up: {settings.masked_dsn()}")
     print(f"Env file: {server.state_dir / 'kit.env'} (the kit and notebooks read it; "
           "`eval \"$(pgfactory-kit env)\"` sets up a shell)")
@@ -101,6 +103,8 @@ def cmd_env(args: argparse.Namespace) -> int:
 def cmd_restart(args: argparse.Namespace) -> int:
     server = _server(args)
     settings = server.restart()
+    for note in server.notes:
+        print(note)
     print(f"PostgreSQL restarted: {settings.masked_dsn()}")
     return 0
 

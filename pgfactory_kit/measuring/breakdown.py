@@ -4,6 +4,8 @@ Each part is measured, not assumed: a raw TCP connect; logins that differ in one
 md5 vs scram-sha-256 roles; TCP vs Unix socket; sslmode disable vs require); the first
 query on a new connection against a query on a warm one. Probes take turns (round-robin) so drift
 hits all alike; each part is a difference of medians, so the parts of a bar add up only roughly.
+The logins run on a private, throw-away server (``compare_auth=True``) started for the measurement and
+removed afterwards: the kit's own server lets no one in without a password, and must not.
 """
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
+from ..servers.postgres import LocalServer
+from ..servers.throwaway import comparison_server
 from ..settings import ConnectionSettings
 
 COMPONENTS = ("TCP handshake", "backend start + session set-up", "TLS handshake", "password authentication",
@@ -99,11 +103,18 @@ def measure_probes(server: Any, samples: int = 40, time_limit_s: float = 120.0) 
     return medians, notes
 
 
-def connect_breakdown(server: Any, samples: int = 40, time_limit_s: float = 120.0) -> pd.DataFrame:
+def connect_breakdown(server: LocalServer | None = None, samples: int = 40,
+                      time_limit_s: float = 120.0) -> pd.DataFrame:
     """A tidy table ``login, component, ms`` for a stacked bar: one bar per way of logging in, plus a
-    query on a reused connection for scale. ``.attrs['medians']`` holds each probe's median (ms) and
-    ``.attrs['notes']`` what was not measured (e.g. TLS on a server without SSL)."""
-    m, notes = measure_probes(server, samples=samples, time_limit_s=time_limit_s)
+    query on a reused connection for scale, measured on ``comparison_server(server)``.
+    ``.attrs['medians']`` holds each probe's median (ms), ``.attrs['notes']`` what was not measured
+    (e.g. TLS on a server without SSL) and ``.attrs['private_server']`` where the logins ran."""
+    with comparison_server(server) as target:
+        m, notes = measure_probes(target, samples=samples, time_limit_s=time_limit_s)
+        where = {"port": target.port, "data_dir": str(target.data_dir), "private": target is not server}
+    if where["private"]:
+        notes.append(f"measured on a private server (same binaries, port {where['port']}), removed afterwards: "
+                     "the kit's own server accepts scram-sha-256 only")
 
     def part(value: float) -> float:
         return max(0.0, value)
@@ -132,4 +143,5 @@ def connect_breakdown(server: Any, samples: int = 40, time_limit_s: float = 120.
     table.attrs["medians"] = m
     table.attrs["notes"] = notes
     table.attrs["samples"] = samples
+    table.attrs["private_server"] = where
     return table

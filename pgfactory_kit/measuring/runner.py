@@ -26,6 +26,7 @@ import pandas as pd
 import psycopg2
 
 from ..errors import explain_connect_error
+from ..servers.throwaway import comparison_server
 from ..settings import ConnectionSettings
 from .machine import machine_summary, server_version, summary_line
 from .stats import GROUP_COLUMNS, fit_rtt_model, strategy_rank, summarize
@@ -48,6 +49,7 @@ __all__ = ["BenchResult", "Scenario", "Progress", "run_benchmark", "run_scenario
 
 TRANSPORTS = ("tcp", "unix", "tls")
 AUTH_METHODS = ("scram-sha-256", "md5", "trust")
+PRIVATE_AUTH = ("md5", "trust")  # measured on a private server: the kit's own accepts scram-sha-256 only
 RESULT_COLUMNS = ["strategy", "scenario", "workload", "thread", "repeat", "phase", "block", "op", "start_ns", "ns",
                   "backend_pid", "threads", "rtt_ms", "auth", "transport"]
 DEFAULT_TIME_LIMIT_S = 900.0
@@ -381,7 +383,13 @@ def run_benchmark(settings: ConnectionSettings | None = None, *, server: LocalSe
 
 def run_scenario(plan: Scenario, settings: ConnectionSettings | None = None, *, server: LocalServer | None = None,
                  progress: bool | Progress | None = None) -> BenchResult:
-    """Time ``plan`` against ``settings`` or ``server`` (see ``run_benchmark``); progress counts blocks."""
+    """Time ``plan`` against ``settings`` or ``server`` (see ``run_benchmark``); progress counts blocks.
+    md5 and trust are measured on a private server (``comparison_server``): the kit's own has neither."""
+    if _needs_comparison_server(server, [plan]):
+        with comparison_server(server) as private:
+            result = run_scenario(plan, settings, server=private, progress=progress)
+        result.notes.insert(0, _private_note(plan.auth, private))
+        return result
     target, owner, auth_label, transport_label = resolve_target(settings, server, plan.auth, plan.transport)
     marker = f"pgfactory-bench-{uuid.uuid4().hex[:12]}"
     work = make_workload(plan.workload, marker)
@@ -517,9 +525,26 @@ def run_scenarios(plans: Sequence[Scenario], settings: ConnectionSettings | None
                   server: LocalServer | None = None, progress: bool | Progress = True,
                   **machine_changes: Any) -> BenchResult:
     """Every plan in turn, combined; ``progress`` (True: one bar of its own) counts all their blocks."""
+    if _needs_comparison_server(server, plans):
+        with comparison_server(server) as private:
+            result = run_scenarios(plans, settings, server=private, progress=progress, **machine_changes)
+        result.notes.insert(0, _private_note(", ".join(sorted({str(p.auth) for p in plans})), private))
+        return result
     with _progress(progress, sum(p.steps for p in plans), "bench") as bar:
         parts = [run_scenario(p, settings, server=server, progress=bar) for p in plans]
     return combine(parts, **machine_changes)
+
+
+def _needs_comparison_server(server: LocalServer | None, plans: Sequence[Scenario]) -> bool:
+    """Whether some plan asks for md5/trust from a server that (rightly) accepts only scram-sha-256."""
+    if server is None or getattr(server, "compare_auth", False):
+        return False
+    return any(p.auth in PRIVATE_AUTH for p in plans)
+
+
+def _private_note(auth: str | None, private: LocalServer) -> str:
+    return (f"auth {auth}: measured on a private, throw-away server (same binaries, port {private.port}), "
+            "removed afterwards: the kit's own server accepts scram-sha-256 only")
 
 
 def thread_sweep(settings: ConnectionSettings | None = None, *, threads: Sequence[int] = (1, 2, 4, 8),

