@@ -16,6 +16,7 @@ from .paths import find_upwards, kit_env_file
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 15432
+DEFAULT_PGBOUNCER_PORT = 16432  # the local PgBouncer and docker-compose's (.env.example: PGBOUNCER_PORT)
 DEFAULT_DBNAME = "mydatabase"
 DEFAULT_USER = "myuser"
 DEFAULT_PASSWORD = "mypassword"

@@ -12,12 +12,11 @@ from typing import TYPE_CHECKING
 import psycopg2
 
 from .. import paths
-from ..settings import ConnectionSettings, read_env_file
+from ..settings import DEFAULT_PGBOUNCER_PORT, ConnectionSettings, read_env_file
 
 if TYPE_CHECKING:
     from .postgres import LocalServer
 
-DEFAULT_PGBOUNCER_PORT = 16432
 PROBE_TIMEOUT_S = 3
 
 

@@ -26,7 +26,7 @@ from typing import Any
 import psycopg2
 
 from ..errors import ServerError
-from ..settings import DEFAULT_USER, ConnectionSettings
+from ..settings import DEFAULT_PGBOUNCER_PORT, DEFAULT_USER, ConnectionSettings
 from .daemon import (
     configured_port,
     file_lock,
@@ -47,7 +47,6 @@ from .postgres import LocalServer
 from .scram import scram_verifier
 from .service_user import RunAs, current_runas
 
-DEFAULT_PGBOUNCER_PORT = 16432
 PORT_ENV = "PGFACTORY_PGBOUNCER_PORT"
 BINARY_ENV = "PGFACTORY_PGBOUNCER"
 CONSOLE_DB = "pgbouncer"
