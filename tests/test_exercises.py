@@ -75,3 +75,45 @@ def test_nb01_fails_a_second_run_of_the_cell_that_inserts_john_twice(settings, n
     blog_on_one_connection(settings)
     with pytest.raises(ExerciseFailed, match="exactly 1 new session"):
         nb01.check_one_connection(settings, before, blog_on_one_connection(settings))
+
+
+# ------------------------------------------------------------------------------ 03: many threads, few connections
+def run_tasks(pool, tasks: int = 6, threads: int = 6) -> list[int]:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def task(_):
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(%s)", (0.05,))
+            return backend_pid(conn)
+    if threads == 1:
+        return [task(i) for i in range(tasks)]
+    with ThreadPoolExecutor(max_workers=threads) as executor:
+        return list(executor.map(task, range(tasks)))
+
+
+def test_nb03_passes_six_threads_on_a_pool_of_three(settings) -> None:
+    from pgfactory_kit import ConnectionPool
+    from pgfactory_kit.lessons.exercises import nb03
+
+    with ConnectionPool(make_factory(settings), max_size=3) as pool:
+        assert nb03.check_bounded_pool(pool, run_tasks(pool))
+
+
+def test_nb03_fails_tasks_run_one_after_another(settings) -> None:
+    from pgfactory_kit import ConnectionPool
+    from pgfactory_kit.lessons.exercises import nb03
+
+    with ConnectionPool(make_factory(settings), max_size=3) as pool:
+        pids = run_tasks(pool, threads=1)
+        with pytest.raises(ExerciseFailed, match="requests_queued > 0"):
+            nb03.check_bounded_pool(pool, pids)
+
+
+def test_nb03_fails_a_pool_as_big_as_the_thread_count(settings) -> None:
+    from pgfactory_kit import ConnectionPool
+    from pgfactory_kit.lessons.exercises import nb03
+
+    with ConnectionPool(make_factory(settings), max_size=6) as pool:
+        pids = run_tasks(pool)
+        with pytest.raises(ExerciseFailed, match="max_size == 3"):
+            nb03.check_bounded_pool(pool, pids)

@@ -8,8 +8,9 @@ from . import Verdict, check, not_attempted, passed, todo
 
 
 def check_bounded_pool(pool: Any, pids: Any, tasks: int = 6, max_size: int = 3) -> Verdict:
-    """``tasks`` tasks ran through ``pool`` (max_size ``max_size``) on threads; ``pids`` holds the
-    backend PID each task saw. The server must have served them with at most ``max_size`` backends."""
+    """``tasks`` tasks ran through ``pool`` (max_size ``max_size``) on threads at the same time; ``pids``
+    holds the backend PID each task saw. The work must have overlapped (some borrowers queued), and
+    the server must have served it with at most ``max_size`` backends."""
     if not_attempted(pool, pids):
         return todo("bounded pool", f"replace both `...`: a ConnectionPool(create_connection, max_size={max_size}) "
                                     f"and the list of backend PIDs seen by {tasks} tasks run on {tasks} threads.")
@@ -23,6 +24,11 @@ def check_bounded_pool(pool: Any, pids: Any, tasks: int = 6, max_size: int = 3) 
     stats = pool.stats()
     check(stats["requests_num"] >= tasks, expected=f"at least {tasks} requests made to the pool",
           seen=stats["requests_num"], hint="each task should borrow with `with pool.connection() as conn:`.")
+    check(stats["requests_queued"] > 0,
+          expected=f"some tasks waited for a connection (requests_queued > 0): {tasks} tasks at once on {max_size}",
+          seen=f"requests_queued = {stats['requests_queued']}",
+          hint=f"run the tasks at the same time on {tasks} threads (ThreadPoolExecutor(max_workers={tasks}) and "
+               "executor.map), not one after another in a loop: the point is more tasks than connections.")
     check(len(set(pids)) <= max_size, expected=f"at most {max_size} different backends", seen=sorted(set(pids)),
           hint="borrow every connection from the pool; do not call create_connection() in the tasks.")
     check(stats["connections_num"] <= max_size, expected=f"the pool opened at most {max_size} connections",
