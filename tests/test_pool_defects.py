@@ -87,13 +87,14 @@ def test_a_child_forked_inside_a_with_block_keeps_its_pool_within_max_size(facto
     # The old pool pushed the parent's record onto the child's fresh pool when the child left the block.
     read_fd, write_fd = os.pipe()
     with ConnectionPool(factory, min_size=1, max_size=2, timeout=5) as pool:
-        with pool.connection() as conn:
-            parent_backend = conn.info.backend_pid
-            child = os.fork()
-        if child == 0:  # the child has just left the block it inherited
+        block = pool.connection()
+        parent_backend = block.__enter__().info.backend_pid
+        child = os.fork()
+        if child == 0:
             code = 1
             try:
                 os.close(read_fd)
+                block.__exit__(None, None, None)  # the child leaves the block it inherited
                 after_block = pool.stats()
                 mine = [pool.getconn() for _ in range(2)]
                 backends = []
@@ -112,6 +113,7 @@ def test_a_child_forked_inside_a_with_block_keeps_its_pool_within_max_size(facto
                 code = 0
             finally:
                 os._exit(code)
+        block.__exit__(None, None, None)
         os.close(write_fd)
         _, status = os.waitpid(child, 0)
         report = json.loads(os.read(read_fd, 65536) or b"{}")

@@ -156,3 +156,29 @@ def test_forked_child_neither_uses_nor_closes_the_parents_connection(factory):
     assert backend_pid(reused.get()) == parent_pid  # the parent's session survived the child
     assert reused.connects == 1
     reused.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_child_forked_inside_a_connection_block_leaves_it_quietly_and_opens_its_own(factory):
+    reused = ReusedConnection(factory)
+    block = reused.connection()
+    parent_backend = backend_pid(block.__enter__())
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child leaves the block it inherited: no COMMIT on the parent's session
+        code = 1
+        try:
+            block.__exit__(None, None, None)
+            os.write(write_fd, str(backend_pid(reused.get())).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    block.__exit__(None, None, None)
+    os.close(write_fd)
+    _, status = os.waitpid(child, 0)
+    child_backend = int(os.read(read_fd, 64) or b"0")
+    os.close(read_fd)
+    assert os.waitstatus_to_exitcode(status) == 0, "leaving the inherited block failed in the child"
+    assert child_backend not in (0, parent_backend)
+    assert backend_pid(reused.get()) == parent_backend and reused.connects == 1
+    reused.close()

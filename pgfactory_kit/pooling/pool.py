@@ -19,7 +19,6 @@ from __future__ import annotations
 import collections
 import itertools
 import logging
-import math
 import os
 import random
 import threading
@@ -35,6 +34,7 @@ import psycopg2.extensions
 
 from ..errors import PoolClosed, PoolTimeout
 from . import fork
+from .arguments import check_pool_arguments
 from .health import close_quietly, fit_to_lend, make_poller
 
 __all__ = ["ConnectionPool", "PoolTimeout", "PoolClosed"]
@@ -117,7 +117,7 @@ class ConnectionPool:
                  timeout: float = 30.0, max_lifetime: float = 3600.0, max_idle: float = 600.0,
                  check_after: float = 1.0, reset: Callable[[Connection], Any] | None = None,
                  name: str | None = None) -> None:
-        _check_arguments(factory, min_size, max_size, timeout, max_lifetime, max_idle, check_after, reset)
+        check_pool_arguments(factory, min_size, max_size, timeout, max_lifetime, max_idle, check_after, reset)
         self.name = name or f"pool-{next(_NAMES)}"
         self.min_size, self.max_size, self.timeout = min_size, max_size, timeout
         self.max_lifetime, self.max_idle, self.check_after = max_lifetime, max_idle, check_after
@@ -523,31 +523,3 @@ def _on_drop(pool_ref: weakref.ref, rec: _Pooled) -> Callable[[weakref.ref], Non
 def _in_transaction(conn: Connection) -> bool:
     """Whether ``conn`` has a transaction open (so commit() would send COMMIT)."""
     return conn.get_transaction_status() not in (_TX_IDLE, _TX_UNKNOWN)
-
-
-def _check_arguments(factory: Any, min_size: Any, max_size: Any, timeout: Any, max_lifetime: Any,
-                     max_idle: Any, check_after: Any, reset: Any) -> None:
-    """Refuse bad arguments before anything is opened, naming the parameter and what to pass instead."""
-    if not callable(factory):
-        raise TypeError(f"factory must be a zero-argument callable returning a psycopg2 connection, "
-                        f"not {type(factory).__name__}")
-    if reset is not None and not callable(reset):
-        raise TypeError(f"reset must be a callable taking a connection, or None; got {type(reset).__name__}")
-    for label, value in (("min_size", min_size), ("max_size", max_size)):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise TypeError(f"{label} must be a whole number, got {value!r} ({type(value).__name__})")
-    if max_size < 1:
-        raise ValueError(f"max_size must be 1 or more, got {max_size}")
-    if not 0 <= min_size <= max_size:
-        raise ValueError(f"min_size must be between 0 and max_size ({max_size}), got {min_size}")
-    for label, value in (("timeout", timeout), ("check_after", check_after), ("max_lifetime", max_lifetime),
-                         ("max_idle", max_idle)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise TypeError(f"{label} must be a number of seconds, got {value!r} ({type(value).__name__})")
-        if math.isnan(value) or value < 0:
-            raise ValueError(f"{label} must be 0 seconds or more, got {value}")
-    for label, value in (("max_lifetime", max_lifetime), ("max_idle", max_idle)):
-        if value == 0:
-            raise ValueError(f"{label} must be more than 0 seconds, got 0: every connection would be closed "
-                             f"right after its first use. What to do: pass a number of seconds, or "
-                             f"float('inf') never to retire connections for this reason.")

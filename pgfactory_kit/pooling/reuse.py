@@ -4,10 +4,18 @@ The blog's factory opens a new connection on every call. Wrapping it in ``Reused
 opens one the first time and hands the same one back afterwards, replacing it only when it is
 closed or broken (``.connects`` says how many were opened). ``.connection()`` lends it inside a
 ``with`` block, one thread at a time, committing on success and rolling back on error.
+
+It follows ConnectionPool's rules with the same helpers (health.py): before handing the
+connection out again, a zero-timeout poll of its socket, and ``SELECT 1`` only if the server
+spoke (the pool's middle tier, on every ``get()``: no hot path to protect here); the same fork
+safety (fork.py) and the same constructor check (arguments.py). Its one lock is held for a
+whole ``with`` block: with one connection, taking turns *is* the design (a pool is what lets
+threads work at once).
 """
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Callable, Iterator
 
@@ -15,6 +23,7 @@ import psycopg2
 import psycopg2.extensions
 
 from . import fork as pool_fork
+from .arguments import check_factory
 from .health import _IDLE, broken, close_quietly, make_poller, spoken_to, usable
 
 Connection = psycopg2.extensions.connection
@@ -24,11 +33,9 @@ class ReusedConnection:
     """One connection from ``factory``, reused until it is closed or broken."""
 
     def __init__(self, factory: Callable[[], Connection]) -> None:
-        if not callable(factory):
-            raise TypeError(f"factory must be a zero-argument callable returning a connection, "
-                            f"not {type(factory).__name__}")
+        check_factory(factory)
         self._factory = factory
-        self._lock = threading.RLock()
+        self._lock = threading.RLock()  # re-entrant: get() inside one's own connection() block
         self._conn: Connection | None = None
         self._poller = None
         self.connects = 0
@@ -61,16 +68,17 @@ class ReusedConnection:
     def connection(self) -> Iterator[Connection]:
         """Lend the connection to one thread at a time; commit on success, roll back on error."""
         with self._lock:
-            conn = self.get()
+            conn, pid = self.get(), os.getpid()
             try:
                 yield conn
             except BaseException:
-                if not conn.closed:
+                if not conn.closed and pid == os.getpid():
                     with contextlib.suppress(psycopg2.Error):
                         conn.rollback()
                 raise
             else:
-                conn.commit()
+                if pid == os.getpid():  # a child forked inside the block leaves the parent's session alone
+                    conn.commit()
 
     def close(self) -> None:
         """Close the connection, if any. A later ``get()`` opens a new one."""
