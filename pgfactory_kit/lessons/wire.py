@@ -47,6 +47,22 @@ class WireWatch:
         part = self.messages[(self.messages["strategy"] == strategy) & (self.messages["number"] == number)]
         return part.reset_index(drop=True)
 
+    def conversations(self, number: int | None = None) -> dict[str, Any]:
+        """Panel title -> one operation's messages, per strategy, for ``plots.sequence_diagram``: the
+        last operation watched (``number`` to choose), i.e. what a request costs once the pool is warm."""
+        from ..measuring.plots import label
+
+        last = int(self.round_trips["number"].max()) if len(self.round_trips) else 1
+        chosen = last if number is None else number
+        return {f"{label(s)} (operation {chosen})": self.operation(s, chosen)
+                for s in dict.fromkeys(self.messages["strategy"])}
+
+    def diagram(self, number: int | None = None, machine: dict[str, Any] | None = None) -> Any:
+        """The sequence diagram of ``conversations(number)``: a matplotlib Figure."""
+        from ..measuring.plots import sequence_diagram
+
+        return sequence_diagram(self.conversations(number), machine=machine)
+
 
 def watch_strategies(settings: ConnectionSettings, strategies: Sequence[str] = WATCHED_STRATEGIES,
                      workload: str = "select1", operations: int = 2, *, pool_size: int = 2) -> WireWatch:

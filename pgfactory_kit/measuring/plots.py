@@ -295,5 +295,108 @@ def sessions_opened(sessions: pd.DataFrame, machine: dict[str, Any] | None = Non
     return fig
 
 
+# --------------------------------------------------------------------------------- the wire's conversation
+LANE_COLORS = {"client": "#1f4e9c", "server": "#b35900"}
+MAX_ARROWS = 40  # per panel; the rest of a long conversation is summarised in one line
+
+
+def _arrow_groups(messages: pd.DataFrame) -> list[tuple[str, str, int, int]]:
+    """(direction, label, round trip number or 0, messages) per run of equal consecutive messages
+    (``14× ParameterStatus``). Round trip k is a run of client messages and the server's reply to it;
+    client messages nobody answers (Terminate) and server messages nobody asked for get 0."""
+    groups: list[list[Any]] = []
+    for direction, name, summary in zip(messages["direction"], messages["name"], messages["summary"], strict=True):
+        if groups and groups[-1][0] == direction and groups[-1][1] == name and name != "Query":
+            groups[-1][2] += 1
+        else:
+            groups.append([direction, name, 1, str(summary)])
+    numbers = [0] * len(groups)
+    trip = 0
+    for i, group in enumerate(groups):
+        if group[0] == "client" and (i == 0 or groups[i - 1][0] == "server"):
+            j = i
+            while j < len(groups) and groups[j][0] == "client":
+                j += 1
+            if j < len(groups):  # the server answered this run of client messages
+                trip += 1
+                k = j
+                while k < len(groups) and groups[k][0] == "server":
+                    k += 1
+                numbers[i:k] = [trip] * (k - i)
+    out = []
+    for (direction, name, count, summary), number in zip(groups, numbers, strict=True):
+        text = f"{count}× {name}" if count > 1 else name
+        if name == "Query":
+            text = f"Query: {summary if len(summary) <= 30 else summary[:29] + '…'}"
+        elif name == "ReadyForQuery" and summary:
+            text = f"ReadyForQuery ({summary.split(' ', 1)[0]})"
+        out.append((direction, text, number, count))
+    return out
+
+
+def sequence_diagram(conversations: dict[str, pd.DataFrame], machine: dict[str, Any] | None = None,
+                     title: str = "What one operation says on the wire") -> Figure:
+    """Client and server lanes per conversation (e.g. the blog's connect-per-query operation next to the
+    same query on a reused connection and on a pool), one arrow per message, bursts collapsed
+    (``14× ParameterStatus``), each round trip shaded and numbered. ``conversations`` maps a panel title
+    to one operation's messages (``WireTap.messages()`` rows: direction, name, summary)."""
+    panels = {name: _arrow_groups(frame) for name, frame in conversations.items()}
+    rows = max([min(len(g), MAX_ARROWS + 1) for g in panels.values()] + [1]) + 1
+    fig = Figure(figsize=(4.6 * max(len(panels), 1), 1.9 + 0.34 * rows), layout="constrained")
+    fig.suptitle(title, fontsize=13, fontweight="bold")
+    footnote = ("blue: client to server · orange: server to client · each shaded band (RT n) is one round trip: "
+                "the client sends, then waits for the server's reply")
+    if machine:
+        footnote += "\n" + summary_line(machine)
+    fig.supxlabel(footnote, fontsize=8.5, color="#555555")
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    for ax, (name, groups) in zip(axes, panels.items(), strict=False):
+        _draw_lanes(ax, name, groups, rows,
+                    connects=bool(groups) and groups[0][1].startswith(("SSLRequest", "StartupMessage")))
+    return fig
+
+
+def _draw_lanes(ax: Any, name: str, groups: list[tuple[str, str, int, int]], rows: int, connects: bool) -> None:
+    ax.set_xlim(-0.42, 1.12)
+    ax.set_ylim(rows + 0.2, -1.4)
+    ax.axis("off")
+    for x, lane in ((0.0, "client"), (1.0, "server")):
+        ax.plot([x, x], [-0.7, rows - 0.2], color="#999999", linewidth=1.2, zorder=1)
+        ax.text(x, -0.95, lane, ha="center", va="bottom", fontsize=10, fontweight="bold", color=LANE_COLORS[lane])
+    start = 0
+    if connects:
+        ax.annotate("", xy=(1, 0.35), xytext=(0, 0.0), arrowprops=dict(arrowstyle="<|-|>", color="#aaaaaa",
+                                                                       linestyle="--", linewidth=1))
+        ax.text(0.5, 0.05, "TCP handshake (the kernel's: not on the tap)", ha="center", va="bottom", fontsize=7.5,
+                color="#777777", style="italic", bbox=dict(facecolor="white", edgecolor="none", pad=0.5))
+        ax.text(-0.4, 0.18, "TCP", fontsize=7.5, color="#777777", va="center")
+        start = 1
+    shown = groups[:MAX_ARROWS]
+    trips = max([g[2] for g in groups] + [0])
+    for trip in range(1, trips + 1):
+        ys = [start + i for i, g in enumerate(shown) if g[2] == trip]
+        if ys:
+            ax.axhspan(min(ys) - 0.3, max(ys) + 0.55, xmin=0.0, xmax=1.0, color="#eef2f8" if trip % 2 else "#f7f7f7",
+                       zorder=0)
+            ax.text(-0.4, (min(ys) + max(ys)) / 2 + 0.15, f"RT {trip}", fontsize=8, va="center", color="#444444")
+    for i, (direction, text, number, _) in enumerate(shown):
+        y = start + i
+        x0, x1 = (0.0, 1.0) if direction == "client" else (1.0, 0.0)
+        style = "-" if number or direction == "server" else "--"
+        ax.annotate("", xy=(x1, y + 0.4), xytext=(x0, y), zorder=3,
+                    arrowprops=dict(arrowstyle="-|>", color=LANE_COLORS[direction], linewidth=1.3, linestyle=style))
+        if not number and direction == "client":
+            text += " (no reply awaited)"
+        ax.text(0.5, y + 0.08, text, ha="center", va="bottom", fontsize=8, color=LANE_COLORS[direction], zorder=4,
+                bbox=dict(facecolor="white", edgecolor="none", pad=0.6, alpha=0.85))
+    if len(groups) > MAX_ARROWS:
+        ax.text(0.5, start + MAX_ARROWS + 0.2, f"… {len(groups) - MAX_ARROWS} more arrows", ha="center",
+                fontsize=8, color="#555555")
+    count = sum(g[3] for g in groups)
+    extra = " + the TCP handshake" if connects else ""
+    ax.set_title(f"{name}\n{trips} round trip{'s' if trips != 1 else ''} on the tap{extra}, {count} messages",
+                 fontsize=10)
+
+
 FIGURES = ("latency_distribution", "speedup", "sessions_opened", "throughput_vs_threads", "p95_vs_threads",
-           "cost_vs_rtt", "connect_breakdown")
+           "cost_vs_rtt", "connect_breakdown", "sequence_diagram")
