@@ -1,4 +1,27 @@
-"""Errors that say what happened, what the kit tried, and what to do next — never the password."""
+"""Errors that say what happened, what the kit tried, and what to do next — never the password.
+
+Every exception the kit raises on purpose is defined here, under one root: ``except KitError`` catches
+them all, and each keeps the base its callers already catch (psycopg2's ``OperationalError`` for a
+connection that cannot be had, ``RuntimeError`` for the lab's equipment)::
+
+    KitError
+    ├── KitConnectError          psycopg2.OperationalError: a failed connect, explained
+    ├── PoolTimeout              psycopg2.OperationalError: no connection within the timeout
+    ├── PoolClosed               psycopg2.OperationalError: the pool hands out no more connections
+    ├── ServerError              RuntimeError: the kit's own servers
+    │   ├── BinariesMissingError
+    │   ├── PortInUseError
+    │   ├── DataDirNotWritableError
+    │   ├── ServerStartError
+    │   └── PgBouncerError
+    │       └── PgBouncerMissingError
+    ├── ProvisionError           RuntimeError: workshop provisioning cannot go ahead
+    └── StrategyUnavailable      RuntimeError: a bench strategy that cannot run here (skipped, with a note)
+
+A value that is wrong before anything runs (a malformed DSN, ``max_size=0``) raises ``ValueError`` or
+``TypeError``, as Python's own functions do. The challenge checkers' ``ExerciseFailed``
+(``lessons/exercises``) stays an ``AssertionError`` of their own: a learner's answer, not a kit failure.
+"""
 from __future__ import annotations
 
 import psycopg2
@@ -66,10 +89,20 @@ _ADVICE = [
 _DEFAULT_ADVICE = "check that the server is running and the settings are right (`pgfactory-kit status`)."
 
 
-class KitConnectError(psycopg2.OperationalError):
+class KitError(Exception):
+    """The root of every exception the kit raises on purpose (the tree is in this module's docstring)."""
+
+
+class KitConnectError(KitError, psycopg2.OperationalError):
     """A connection failure explained: the server's words, what was tried, and what to do.
 
     Attributes: ``server_message`` (the driver's text, password scrubbed), ``tried`` and ``advice``."""
+
+    def __init__(self, message: str = "", *, server_message: str = "", tried: str = "", advice: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message
+        self.tried = tried
+        self.advice = advice
 
 
 def scrub(text: str, password: str | None) -> str:
@@ -113,14 +146,10 @@ def explain_connect_error(exc: BaseException, settings: ConnectionSettings) -> K
     message = (f"could not connect to {settings.masked_dsn()}: {happened}\n"
                f"What the kit tried: {tried}.\n"
                f"What to do: {advice}")
-    err = KitConnectError(message)
-    err.server_message = server_words  # type: ignore[attr-defined]
-    err.tried = tried  # type: ignore[attr-defined]
-    err.advice = advice  # type: ignore[attr-defined]
-    return err
+    return KitConnectError(message, server_message=server_words, tried=tried, advice=advice)
 
 
-class ServerError(RuntimeError):
+class ServerError(KitError, RuntimeError):
     """The kit's own PostgreSQL could not do what was asked; the message says what to do next."""
 
 
@@ -140,13 +169,25 @@ class ServerStartError(ServerError):
     """The server was launched but did not come up; the message carries the tail of its log."""
 
 
-class ProvisionError(RuntimeError):
+class PgBouncerError(ServerError):
+    """The kit's local PgBouncer could not do what was asked; the message says what to do next."""
+
+
+class PgBouncerMissingError(PgBouncerError):
+    """PgBouncer is not installed."""
+
+
+class ProvisionError(KitError, RuntimeError):
     """Workshop provisioning cannot go ahead; the message says why and what to change."""
 
 
-class PoolTimeout(psycopg2.OperationalError):
+class StrategyUnavailable(KitError, RuntimeError):
+    """A bench strategy this installation or server cannot run; the bench skips it with a note."""
+
+
+class PoolTimeout(KitError, psycopg2.OperationalError):
     """No connection became available within the timeout."""
 
 
-class PoolClosed(psycopg2.OperationalError):
+class PoolClosed(KitError, psycopg2.OperationalError):
     """The pool is closed: it hands out no more connections."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..errors import StrategyUnavailable
 from ..factory import make_factory
 from ..settings import ConnectionSettings
 
@@ -25,10 +26,6 @@ DESCRIPTIONS = {
     "psycopg_pool": "psycopg 3's psycopg_pool.ConnectionPool (production-grade pool)",
     "pgbouncer": "a new connection per operation, but to PgBouncer, which keeps server sessions open",
 }
-
-
-class StrategyUnavailable(RuntimeError):
-    """A strategy cannot run here (a package or program is missing); the message says what to install."""
 
 
 # ------------------------------------------------------------------------------------- workloads

@@ -25,7 +25,7 @@ from typing import Any
 
 import psycopg2
 
-from ..errors import ServerError
+from ..errors import PgBouncerError, PgBouncerMissingError
 from ..settings import DEFAULT_PGBOUNCER_PORT, DEFAULT_USER, ConnectionSettings
 from .daemon import (
     configured_port,
@@ -66,14 +66,6 @@ STOP_TIMEOUT_S = 5.0
 SYSTEM_DIRS = ("/usr/sbin", "/usr/local/sbin", "/usr/local/bin", "/usr/bin")
 INSTALL_ADVICE = ("install PgBouncer: `sudo apt-get install pgbouncer` (Debian/Ubuntu) or "
                   "`conda install -c conda-forge pgbouncer` (conda), or set PGFACTORY_PGBOUNCER to the binary")
-
-
-class PgBouncerError(ServerError):
-    """The kit's PgBouncer could not do what was asked; the message says what to do next."""
-
-
-class PgBouncerMissingError(PgBouncerError):
-    """No pgbouncer binary was found."""
 
 
 def find_pgbouncer() -> str | None:
