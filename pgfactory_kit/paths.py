@@ -8,8 +8,21 @@ from pathlib import Path
 STATE_DIR_NAME = ".pgfactory"
 ENV_FILE_NAME = "kit.env"
 PGPASS_FILE_NAME = "pgpass"
+# What a wheel carries as copies of the repository's sources (setup.py copies them at build time).
+PACKAGE_DATA_DIR = Path(__file__).resolve().parent / "_data"
+_REPO = Path(__file__).resolve().parent.parent
+
+
+def _packaged_or_repo(name: str, repo_path: Path) -> Path:
+    """The wheel's copy when installed from one, else the repository's source (a git clone, editable)."""
+    packaged = PACKAGE_DATA_DIR / name
+    return packaged if packaged.is_dir() else repo_path
+
+
 # The schema and seed of the lessons' table ``mytable``: the repo's data/initdb, also docker-compose's.
-SQL_DIR = Path(__file__).resolve().parent.parent / "data" / "initdb"
+SQL_DIR = _packaged_or_repo("initdb", _REPO / "data" / "initdb")
+# The lessons (and solutions/): what `pgfactory-kit notebooks DIR` copies.
+NOTEBOOKS_DIR = _packaged_or_repo("notebooks", _REPO / "notebooks")
 
 
 def project_root(environ: Mapping[str, str] | None = None) -> Path:

@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: dict[str, tuple[str, str]] = {
     "bench": ("pgfactory_kit.cli.bench", "measure connect-per-query against reused and pooled connections"),
     "provision": ("pgfactory_kit.servers.provision", "create (or drop, or check) learner roles on a shared server"),
     "report": ("pgfactory_kit.lessons.report", "execute the notebooks headless and write report/"),
+    "notebooks": ("pgfactory_kit.cli.notebooks", "copy the lessons (and solutions) into a folder"),
 }
 
 

