@@ -26,23 +26,10 @@ def run_benchmark(script: str, *args: str) -> str:
 
 
 @pytest.mark.timeout(300)
-def test_bench_pool_runs_all_three_scenarios_and_prints_the_table():
+def test_bench_pool_runs_all_four_scenarios_and_prints_the_table():
     out = run_benchmark("bench_pool.py", "--rounds", "4", "--cycles", "20", "--queries", "3",
-                        "--repeats", "1", "--per-thread", "5")
-    for row in ("1. checkout+return", "2. with pool.connection()", "3. 16 threads on 4 connections"):
+                        "--repeats", "1", "--per-thread", "5", "--scale-repeats", "1", "--scale-per-thread", "2")
+    for row in ("1. checkout+return", "2. with pool.connection()", "3. 16 threads on 4 connections",
+                "4. 64 threads on 8 connections", "4. 256 threads on 8 connections", "bare `with` floor"):
         assert row in out
     assert "Scenario 3 errors: kit 0," in out
-
-
-@pytest.mark.timeout(300)
-def test_bench_with_floor_compares_every_wrapper_with_the_held_connection():
-    out = run_benchmark("bench_with_floor.py", "--repeats", "1", "--ops", "30")
-    for row in ("| bare with |", "| kit pool |", "| ThreadedConnectionPool |"):
-        assert row in out
-
-
-@pytest.mark.timeout(300)
-def test_bench_with_pieces_prices_each_piece_against_the_bare_wrapper():
-    out = run_benchmark("bench_with_pieces.py", "--repeats", "1", "--ops", "30")
-    for row in ("| bare with |", "| + lock pairs |", "| + 2 clock reads |", "| + set claim |", "| + 1 call |"):
-        assert row in out
