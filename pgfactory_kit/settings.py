@@ -248,60 +248,53 @@ def _parse_url(text: str) -> dict[str, str]:
 def _parse_keyvalue(text: str) -> dict[str, str]:
     """libpq's ``key=value`` syntax: values may be single-quoted, with backslash escapes."""
     params: dict[str, str] = {}
-    i, n, position = 0, len(text), 0
-    while i < n:
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n:
-            break
+    i, position = _skip_spaces(text, 0), 0
+    while i < len(text):
         position += 1
         start = i
-        while i < n and not text[i].isspace() and text[i] != "=":
+        while i < len(text) and not text[i].isspace() and text[i] != "=":
             i += 1
         key = text[start:i]
-        while i < n and text[i].isspace():
-            i += 1
-        if i >= n or text[i] != "=":
+        i = _skip_spaces(text, i)
+        if i >= len(text) or text[i] != "=":
             shown = f"{key!r}" if key in _KEYWORDS else f"item {position}"
             raise ValueError(f"malformed DSN: {shown} has no '=value' (write key=value pairs "
                              "separated by spaces; quote values containing spaces: key='a b')")
         if key not in _KEYWORDS:
             raise ValueError(f"malformed DSN: unknown parameter {key!r} at item {position}; "
                              f"known: {', '.join(sorted(_KEYWORDS))}")
-        i += 1
-        while i < n and text[i].isspace():
-            i += 1
-        value_chars: list[str] = []
-        if i < n and text[i] == "'":
-            i += 1
-            closed = False
-            while i < n:
-                ch = text[i]
-                if ch == "\\" and i + 1 < n:
-                    value_chars.append(text[i + 1])
-                    i += 2
-                    continue
-                if ch == "'":
-                    closed = True
-                    i += 1
-                    break
-                value_chars.append(ch)
-                i += 1
-            if not closed:
-                raise ValueError(f"malformed DSN: the quoted value of {key!r} is not closed with '")
-        else:
-            while i < n and not text[i].isspace():
-                ch = text[i]
-                if ch == "\\" and i + 1 < n:
-                    value_chars.append(text[i + 1])
-                    i += 2
-                    continue
-                value_chars.append(ch)
-                i += 1
-        params[key] = "".join(value_chars)
+        params[key], i = _read_value(text, _skip_spaces(text, i + 1), key)
+        i = _skip_spaces(text, i)
     if not params:
         raise ValueError("malformed DSN: no key=value pairs found")
     return params
+
+
+def _skip_spaces(text: str, i: int) -> int:
+    while i < len(text) and text[i].isspace():
+        i += 1
+    return i
+
+
+def _read_value(text: str, i: int, key: str) -> tuple[str, int]:
+    """The value starting at ``text[i]`` and the index after it. Quoted (``'a b'``) it ends at the closing
+    quote, bare at a space; in both a backslash takes the next character as it is."""
+    quoted = i < len(text) and text[i] == "'"
+    i += quoted
+    chars: list[str] = []
+    while i < len(text):
+        ch = text[i]
+        if ch == "\\" and i + 1 < len(text):
+            chars.append(text[i + 1])
+            i += 2
+        elif (ch == "'") if quoted else ch.isspace():
+            return "".join(chars), i + quoted
+        else:
+            chars.append(ch)
+            i += 1
+    if quoted:
+        raise ValueError(f"malformed DSN: the quoted value of {key!r} is not closed with '")
+    return "".join(chars), i
 
 
 def read_env_file(path: str | os.PathLike[str]) -> dict[str, str]:
