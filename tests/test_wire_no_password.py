@@ -32,7 +32,7 @@ def everything_the_tap_shows(tap: WireTap) -> str:
     fig.savefig(svg, format="svg")
     shown = [repr(tap), str(tap), messages.to_string(), messages.to_csv(), repr(tap._record), repr(tap.operations()),
              svg.getvalue()]
-    shown += [detail.decode("latin-1") for *_, detail in tap._record if isinstance(detail, bytes)]
+    shown += [frame.detail.decode("latin-1") for _, _, frame in tap._record if isinstance(frame.detail, bytes)]
     return "\n".join(shown)
 
 

@@ -19,6 +19,7 @@ Promises:
 from __future__ import annotations
 
 import re
+import struct
 from typing import NamedTuple
 
 CLIENT = "client"
@@ -149,13 +150,14 @@ class Conversation:
 class _Stream:
     """One direction's framing state: an unfinished header or body prefix, or a large body being skipped."""
 
-    __slots__ = ("conv", "side", "names", "untyped", "answer_for", "buf", "skip", "pending", "stopped",
+    __slots__ = ("conv", "side", "names", "plain", "untyped", "answer_for", "buf", "skip", "pending", "stopped",
                  "undecoded")
 
     def __init__(self, conv: Conversation, side: str, *, untyped: bool) -> None:
         self.conv = conv
         self.side = side
         self.names = FRONTEND_NAMES if side == CLIENT else BACKEND_NAMES
+        self.plain = _PLAIN_CLIENT if side == CLIENT else _PLAIN_SERVER  # the fast path's kinds
         self.untyped = untyped  # client before its StartupMessage: length-prefixed, no type byte
         self.answer_for: str | None = None  # server: next byte is the one-byte answer to this request
         self.buf = b""
@@ -194,21 +196,8 @@ class _Stream:
                     self.conv._held += data[pos:]  # wait for the server's answer before reading on
                     return
             else:
-                if end - pos < 5:
-                    break
-                kind = data[pos]
-                length = int.from_bytes(data[pos + 1:pos + 5], "big")
-                if length < 4 or length > MAX_MESSAGE_LENGTH:
-                    self._malformed(out, end - pos, f"type byte {_char(kind)}, length field {length}")
-                    return
-                stop = pos + 1 + length
-                if stop <= end:
-                    out.append(self._typed(kind, data[pos + 5:min(stop, pos + 5 + KEEP)], length + 1))
-                    pos = stop
-                    continue
-                if length - 4 > KEEP and end - pos >= 5 + KEEP:  # large: keep a prefix, skip the rest
-                    self.pending = (kind, length + 1, data[pos + 5:pos + 5 + KEEP])
-                    self.skip = stop - end
+                pos = self._typed_run(data, pos, end, out)
+                if pos < 0:  # a large message is being skipped, or decoding stopped
                     return
                 break
         if pos < end and not self.stopped:
@@ -227,6 +216,32 @@ class _Stream:
             what = "startup-phase message" if self.untyped or len(self.buf) < 1 else self._name(self.buf[0])
             out.append(Frame(self.side, CUT, len(self.buf), f"{what}: {len(self.buf)} bytes, then the end"))
         self.buf, self.pending, self.skip = b"", None, 0
+
+    def _typed_run(self, data: bytes, pos: int, end: int, out: list[Frame]) -> int:
+        """Decode complete typed messages from ``pos``; returns where an incomplete one starts, or -1."""
+        plain, append, side = self.plain, out.append, self.side
+        while end - pos >= 5:
+            kind = data[pos]
+            length = _LENGTH(data, pos + 1)[0]
+            if length < 4 or length > MAX_MESSAGE_LENGTH:
+                self._malformed(out, end - pos, f"type byte {_char(kind)}, length field {length}")
+                return -1
+            stop = pos + 1 + length
+            if stop > end:
+                if length - 4 > KEEP and end - pos >= 5 + KEEP:  # large: keep a prefix, skip the rest
+                    self.pending = (kind, length + 1, data[pos + 5:pos + 5 + KEEP])
+                    self.skip = stop - end
+                    return -1
+                return pos
+            fast = plain.get(kind)
+            if fast is not None:  # most messages: a name and a bounded body prefix, nothing else to decide
+                name, keep = fast
+                append(_NEW(Frame, (side, name, length + 1, data[pos + 5:stop if length - 4 <= keep else
+                                                                   pos + 5 + keep])))
+            else:
+                append(self._typed(kind, data[pos + 5:stop if length - 4 <= KEEP else pos + 5 + KEEP], length + 1))
+            pos = stop
+        return pos
 
     # ----------------------------------------------------------------- the pieces
     def _malformed(self, out: list[Frame], nbytes: int, why: str) -> None:
@@ -327,6 +342,11 @@ class _Stream:
 
 _SERVER_SECRET_KINDS = frozenset(b"KdVA")  # BackendKeyData, CopyData, FunctionCallResponse, Notification
 _CLIENT_SECRET_KINDS = frozenset(b"BdF")  # Bind, CopyData, FunctionCall
+# Kinds whose frame is just (name, body prefix): the hot path. DataRow keeps only its column count.
+_PLAIN_SERVER = {k: (v, 2 if k == 0x44 else KEEP) for k, v in BACKEND_NAMES.items() if k not in b"RKdVA"}
+_PLAIN_CLIENT = {k: (v, KEEP) for k, v in FRONTEND_NAMES.items() if k not in b"pQPBdF"}
+_LENGTH = struct.Struct("!I").unpack_from
+_NEW = tuple.__new__
 
 
 # ---------------------------------------------------------------------------------------- summaries

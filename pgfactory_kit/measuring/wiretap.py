@@ -70,7 +70,7 @@ class WireTap(DelayProxy):
                          listen_host=listen_host, listen_port=listen_port)
         self.max_messages = check_int("WireTap", "max_messages", max_messages, 1, 100_000_000)
         self.dropped = 0  # messages decoded after the record was full
-        self._record: list[tuple[float, int, str, str, int, bytes | str]] = []
+        self._record: list[tuple[float, int, Frame]] = []  # (t, connection, frame): cheap to append
         self._operations: list[tuple[str, float, float]] = []
         self._live: dict[int, _Connection] = {}
         self._t0 = time.perf_counter()
@@ -95,13 +95,12 @@ class WireTap(DelayProxy):
         if not frames:
             return
         t = time.perf_counter() - self._t0
-        room = self.max_messages - len(self._record)
+        record = self._record
+        room = self.max_messages - len(record)
         if room < len(frames):
             self.dropped += len(frames) - max(room, 0)
             frames = frames[:max(room, 0)]
-        append = self._record.append
-        for direction, name, length, detail in frames:
-            append((t, number, direction, name, length, detail))
+        record.extend([(t, number, frame) for frame in frames])
 
     # ------------------------------------------------------------------ operations
     @contextlib.contextmanager
@@ -135,9 +134,8 @@ class WireTap(DelayProxy):
         (bytes on the wire), summary (safe). ``operation`` keeps only that operation's messages."""
         import pandas as pd
 
-        rows = self._rows(operation)
-        data = [(t, conn, direction, name, length, summarize(Frame(direction, name, length, detail)))
-                for t, conn, direction, name, length, detail in rows]
+        data = [(t, conn, frame.direction, frame.name, frame.length, summarize(frame))
+                for t, conn, frame in self._rows(operation)]
         return pd.DataFrame(data, columns=MESSAGE_COLUMNS)
 
     def round_trips(self, conn: int | None = None, operation: str | None = None) -> int:
@@ -171,7 +169,7 @@ class WireTap(DelayProxy):
         self.dropped = 0
 
     # ------------------------------------------------------------------ helpers
-    def _rows(self, operation: str | None) -> list[tuple[float, int, str, str, int, bytes | str]]:
+    def _rows(self, operation: str | None) -> list[tuple[float, int, Frame]]:
         rows = list(self._record)
         if operation is None:
             return rows
@@ -182,15 +180,15 @@ class WireTap(DelayProxy):
 
     def _directions(self, operation: str | None) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for _, number, direction, *_rest in self._rows(operation):
-            out.setdefault(number, []).append(direction)
+        for _, number, frame in self._rows(operation):
+            out.setdefault(number, []).append(frame.direction)
         return out
 
     def _directions_between(self, start: float, end: float) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for t, number, direction, *_rest in list(self._record):
+        for t, number, frame in list(self._record):
             if start <= t <= end:
-                out.setdefault(number, []).append(direction)
+                out.setdefault(number, []).append(frame.direction)
         return out
 
 
