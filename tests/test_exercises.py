@@ -117,3 +117,72 @@ def test_nb03_fails_a_pool_as_big_as_the_thread_count(settings) -> None:
         pids = run_tasks(pool)
         with pytest.raises(ExerciseFailed, match="max_size == 3"):
             nb03.check_bounded_pool(pool, pids)
+
+
+# ------------------------------------------------------------------------------ 07: retry only a lost connection
+def retry_when_lost(pool, sql, params=()):
+    """The worked solution: retry once, only when the connection was lost."""
+    import psycopg2
+
+    for attempt in (1, 2):
+        conn = None
+        try:
+            with pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchone()
+        except psycopg2.OperationalError:
+            if attempt == 2 or conn is None or not conn.closed:
+                raise
+    return None
+
+
+def retry_any_operational_error(pool, sql, params=()):
+    """The catch-all retry the issue warns about: QueryCanceled and PoolTimeout are retried too."""
+    import psycopg2
+
+    for attempt in (1, 2):
+        try:
+            with pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchone()
+        except psycopg2.OperationalError:
+            if attempt == 2:
+                raise
+    return None
+
+
+def retry_unless_cancelled(pool, sql, params=()):
+    """Better, but still retries an exhausted pool (PoolTimeout)."""
+    import psycopg2
+
+    for attempt in (1, 2):
+        try:
+            with pool.connection() as conn, conn.cursor() as cur:
+                cur.execute(sql, params)
+                return cur.fetchone()
+        except psycopg2.errors.QueryCanceled:
+            raise
+        except psycopg2.OperationalError:
+            if attempt == 2:
+                raise
+    return None
+
+
+def test_nb07_passes_a_retry_only_when_the_connection_was_lost(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb07
+
+    assert nb07.check_retry(retry_when_lost, settings)
+
+
+def test_nb07_fails_a_catch_all_retry_of_a_cancelled_query(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb07
+
+    with pytest.raises(ExerciseFailed, match="QueryCanceled is an OperationalError too"):
+        nb07.check_retry(retry_any_operational_error, settings)
+
+
+def test_nb07_fails_a_retry_of_an_exhausted_pool(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb07
+
+    with pytest.raises(ExerciseFailed, match="PoolTimeout is an OperationalError too"):
+        nb07.check_retry(retry_unless_cancelled, settings)
