@@ -603,3 +603,21 @@ def test_a_block_whose_commit_fails_raises_it_and_gives_back_a_clean_connection(
     finally:
         with admin_conn.cursor() as cur:
             cur.execute("DROP TABLE IF EXISTS pool_deferred")
+
+
+def test_a_connection_handed_straight_to_a_waiter_costs_no_check_round_trip(settings):
+    # A busy pool hands returned connections to waiters without ever pushing them idle; each
+    # hand-over must count as "just used", or every checkout after check_after would pay a SELECT 1.
+    factory = make_factory(settings, connection_factory=KitConnection)
+    with ConnectionPool(factory, min_size=1, max_size=1, check_after=0.05) as pool:
+        conn = pool.getconn()
+        time.sleep(0.1)  # older than check_after since it was last pooled
+        before = conn.counters()["round_trips"]
+        got: list = []
+        waiter = threading.Thread(target=lambda: got.append(pool.getconn(timeout=5)))
+        waiter.start()
+        wait_for(lambda: pool.stats()["requests_waiting"] == 1, what="the waiter to queue up")
+        pool.putconn(conn)
+        waiter.join(10)
+        assert got == [conn] and conn.counters()["round_trips"] == before
+        pool.putconn(conn)

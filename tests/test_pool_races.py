@@ -111,17 +111,26 @@ def test_a_waiter_whose_timeout_expires_as_a_connection_is_handed_to_it_keeps_th
     held = pool.getconn()
     returner = threading.Thread(target=pool.putconn, args=(held,))
 
-    class LateEvent(threading.Event):
-        def wait(self, timeout=None):
-            expired = super().wait(timeout)  # times out: nobody has returned anything yet
-            returner.start()  # now, before the waiter takes the lock again, the connection comes back
+    class LateSignal:
+        """The waiter's wake-up lock, except that its timed-out wait lets a return in before it ends."""
+
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.lock.acquire()
+
+        def acquire(self, timeout: float = -1) -> bool:
+            woken = self.lock.acquire(timeout=timeout)  # times out: nobody has returned anything yet
+            returner.start()  # now, before the waiter takes the pool's lock again, the connection comes back
             returner.join(10)
-            return expired
+            return woken
+
+        def release(self) -> None:
+            self.lock.release()
 
     class HandedOverJustAfterTimeout(pool_module._Waiter):
         def __init__(self, state):
             super().__init__(state)
-            self.ready = LateEvent()
+            self.ready = LateSignal()
 
     monkeypatch.setattr(pool_module, "_Waiter", HandedOverJustAfterTimeout)
     try:

@@ -85,10 +85,10 @@ def fit_to_lend(conn: psycopg2.extensions.connection, poller: Any, idle_for: flo
     yes unless its socket is readable (one zero-timeout poll; readable -> confirm with SELECT 1).
     Longer: one SELECT 1.
     """
+    if idle_for < TRUST_WINDOW and idle_for < check_after:
+        return True  # reset and found clean on its return, a moment ago
     if broken(conn):
         return False
-    if idle_for < min(TRUST_WINDOW, check_after):
-        return True
     if idle_for < check_after and not spoken_to(poller):
         return True
     return usable(conn)

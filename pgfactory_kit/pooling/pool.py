@@ -69,16 +69,24 @@ class _Pooled:
 
 
 class _Waiter:
-    """A borrower waiting in line. The pool lends it a connection, or gives it an error, directly."""
+    """A borrower waiting in line. The pool lends it a connection, or gives it an error, directly.
+
+    ``ready`` is a lock the waiter does not hold: it sleeps trying to take it, and the pool
+    releases it to wake exactly this waiter (cheaper than an Event, which wraps a Condition)."""
 
     __slots__ = ("state", "ready", "conn", "rec", "error")
 
     def __init__(self, state: str) -> None:
         self.state = state  # LENT or IN_BLOCK: how the connection will be lent
-        self.ready = threading.Event()
+        self.ready = threading.Lock()
+        self.ready.acquire()
         self.conn: Connection | None = None
         self.rec: _Pooled | None = None
         self.error: BaseException | None = None
+
+    def wake(self) -> None:
+        """Called under the pool's lock, once ``conn`` or ``error`` is set."""
+        self.ready.release()
 
 
 class _Block:
@@ -189,7 +197,7 @@ class ConnectionPool:
             self._idle.clear()
             for waiter in self._waiting:
                 waiter.error = PoolClosed(f"pool {self.name!r} was closed while this request waited")
-                waiter.ready.set()
+                waiter.wake()
             self._waiting.clear()
         for conn in idle:
             close_quietly(conn)
@@ -218,7 +226,6 @@ class ConnectionPool:
         raise psycopg2.OperationalError(
             f"pool {self.name!r}: discarded {self.max_size + 2} unusable connections in a row. "
             "What to do: check the server log; the factory may be returning broken connections.")
-
 
     def _take(self, state: str, deadline: float, timeout: float, new_request: bool) -> tuple[Connection, _Pooled, bool]:
         """Lend an idle connection, or open a new one, or wait in line; True if the connection is new."""
@@ -250,7 +257,7 @@ class ConnectionPool:
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> tuple[Connection, _Pooled]:
         """Sleep until the pool lends this waiter a connection (or an error), or the deadline passes."""
         started = monotonic()
-        waiter.ready.wait(max(0.0, deadline - started))
+        waiter.ready.acquire(timeout=max(0.0, deadline - started))
         with self._lock:
             # Critical section: either a connection was handed over, or we leave the line.
             self._counts["requests_wait_ms"] += (monotonic() - started) * 1000
@@ -290,8 +297,20 @@ class ConnectionPool:
 
     # ------------------------------------------------------------------ return
     def _give_back(self, conn: Connection, *, close: bool, state: str) -> None:
-        """A borrower's return: claim it, reset the connection outside the lock, then pool or discard it."""
-        rec = self._claim(conn, state)
+        """A borrower's return. A clean one (no transaction open, no reset callback) is claimed and
+        pooled in one critical section; any other is claimed, then reset or closed outside the lock."""
+        if not isinstance(conn, Connection):
+            raise TypeError(f"pool {self.name!r}: putconn() expects a connection it gave out, "
+                            f"not {type(conn).__name__}")
+        clean = not close and self._reset_callback is None and conn.get_transaction_status() == _TX_IDLE
+        with self._lock:
+            rec = self._claim(conn, state)
+            pooled = clean and monotonic() < rec.expires_at
+            doomed = self._pool(rec) if pooled else []
+        for stale in doomed:
+            close_quietly(stale)
+        if pooled:
+            return
         if close:
             self._discard(rec, conn)
             return
@@ -306,14 +325,10 @@ class ConnectionPool:
 
     def _claim(self, conn: Connection, state: str) -> _Pooled:
         """Make this return the only one (under the lock): ``conn`` must be lent by this pool as ``state``."""
-        if not isinstance(conn, Connection):
-            raise TypeError(f"pool {self.name!r}: putconn() expects a connection it gave out, "
-                            f"not {type(conn).__name__}")
-        with self._lock:
-            rec = self._records.get(id(conn))
-            if rec is None or rec.state != state or rec.watch is None or rec.watch() is not conn:
-                raise ValueError(self._why_not_returnable(conn, rec))
-            rec.state, rec.conn = BUSY, conn
+        rec = self._records.get(id(conn))
+        if rec is None or rec.state != state or rec.watch is None or rec.watch() is not conn:
+            raise ValueError(self._why_not_returnable(conn, rec))
+        rec.state, rec.conn = BUSY, conn
         return rec
 
     def _why_not_returnable(self, conn: Connection, rec: _Pooled | None) -> str:
@@ -348,28 +363,32 @@ class ConnectionPool:
         return None
 
     def _put_back(self, rec: _Pooled, *, opened_for_others: bool = False) -> None:
-        """Pool a usable busy connection: hand it to the first waiter, else push it on the idle stack."""
+        """Pool a usable busy connection (taking the lock); close what that retires, outside it."""
         with self._lock:
-            # Critical section: decide here who gets the connection.
             self._opening -= opened_for_others
-            if self._closed:
-                doomed = [self._forget(rec)]
-            elif self._waiting:
-                waiter = self._waiting.popleft()
-                waiter.conn, waiter.rec = self._lend(rec, waiter.state), rec
-                waiter.ready.set()
-                doomed = []
-            else:
-                rec.state, rec.last_used = IDLE, monotonic()
-                self._idle.append(rec)
-                doomed = self._retire_idle_past_limit(rec.last_used)
+            doomed = self._pool(rec)
         for conn in doomed:
             close_quietly(conn)
 
-    def _retire_idle_past_limit(self, now: float) -> list[Connection]:
-        """Take connections idle past their max_idle off the bottom of the stack, down to min_size (under the lock)."""
+    def _pool(self, rec: _Pooled) -> list[Connection | None]:
+        """Hand a busy connection to the first waiter, else push it on the idle stack (under the lock).
+
+        Returns the connections to close after the lock is released: this one if the pool is
+        closed, else those idle past their max_idle at the bottom of the stack, down to min_size.
+        """
+        # Critical section: decide here who gets the connection.
+        if self._closed:
+            return [self._forget(rec)]
+        rec.last_used = monotonic()  # known good now: the next borrower needs no check for a moment
+        if self._waiting:
+            waiter = self._waiting.popleft()
+            waiter.conn, waiter.rec = self._lend(rec, waiter.state), rec
+            waiter.wake()
+            return []
+        rec.state = IDLE
+        self._idle.append(rec)
         doomed = []
-        while self._idle and self._size > self.min_size and now - self._idle[0].last_used > self._idle[0].idle_limit:
+        while self._size > self.min_size and rec.last_used - self._idle[0].last_used > self._idle[0].idle_limit:
             doomed.append(self._forget(self._idle.popleft()))
         return doomed
 
