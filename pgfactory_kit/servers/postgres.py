@@ -48,6 +48,7 @@ from .daemon import (
 )
 from .hba import AUTH_ROLES, kit_rules, weak_lines
 from .scram import md5_verifier, password_matches, scram_verifier
+from .seed import seed_mytable
 from .service_user import RunAs, current_runas, reachable_bin_dir
 
 ADMIN_USER = "pgfactory_admin"
@@ -475,13 +476,7 @@ class LocalServer:
         conn = psycopg2.connect(**self.settings().with_(dbname=dbname).connect_kwargs())
         try:
             with conn, conn.cursor() as cur:
-                for script in sorted(paths.SQL_DIR.glob("*.sql")):
-                    cur.execute(script.read_text(encoding="utf-8"))
-                if not self.compare_auth:
-                    return
-                roles = sql.SQL(", ").join(sql.Identifier(r) for r in AUTH_ROLES.values())
-                cur.execute(sql.SQL("GRANT SELECT, INSERT ON mytable TO {}").format(roles))
-                cur.execute(sql.SQL("GRANT USAGE ON SEQUENCE mytable_id_seq TO {}").format(roles))
+                seed_mytable(cur, writers=AUTH_ROLES.values() if self.compare_auth else ())
         finally:
             conn.close()
 

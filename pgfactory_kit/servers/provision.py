@@ -35,6 +35,7 @@ from ..factory import make_factory
 from ..settings import ConnectionSettings
 from .hba import weak_rules
 from .scram import password_matches, scram_verifier  # noqa: F401  (re-exported for callers)
+from .seed import has_mytable, seed_mytable
 
 MARKER = "pgfactory-kit learner"
 DEFAULT_PREFIX = "learner"
@@ -384,13 +385,8 @@ def _seed(admin_settings: ConnectionSettings, name: str) -> None:
     conn = _connect(admin_settings.with_(dbname=name))
     try:
         with conn.cursor() as cur:
-            cur.execute("SELECT to_regclass('public.mytable') IS NOT NULL")
-            if cur.fetchone()[0]:
-                return
-            cur.execute(sql.SQL("SET ROLE {}").format(sql.Identifier(name)))
-            for script in sorted(paths.SQL_DIR.glob("*.sql")):
-                cur.execute(script.read_text(encoding="utf-8"))
-            cur.execute("RESET ROLE")
+            if not has_mytable(cur):
+                seed_mytable(cur, owner=name)
     finally:
         conn.close()
 
