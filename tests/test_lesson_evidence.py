@@ -147,3 +147,28 @@ def test_psycopg_pool_hands_out_a_dead_connection_unless_given_check(settings) -
     checked = psycopg_pool_after_terminate(settings, checked=True)
     assert unchecked["outcome"].startswith("AdminShutdown"), unchecked
     assert checked["outcome"] == "ok" and checked["connections_lost"] == 1, checked
+
+
+def test_round_trip_steps_pairs_each_client_run_with_the_servers_answer() -> None:
+    import pandas as pd
+
+    from pgfactory_kit.lessons.evidence import round_trip_steps
+
+    names = [("client", "SSLRequest"), ("server", "SSLResponse"), ("client", "StartupMessage"),
+             ("server", "AuthenticationSASL"), ("client", "Query"), ("server", "RowDescription"),
+             ("server", "DataRow"), ("server", "DataRow"), ("server", "ReadyForQuery"), ("client", "Terminate")]
+    steps = round_trip_steps(pd.DataFrame(names, columns=["direction", "name"]))
+    assert list(steps["client_sends"]) == ["SSLRequest", "StartupMessage", "Query"]
+    assert steps.loc[2, "server_answers"] == "RowDescription, 2× DataRow, ReadyForQuery"
+    assert steps.loc[2, "what_it_is"] == "the query itself" and list(steps["round_trip"]) == [1, 2, 3]
+
+
+def test_round_trip_steps_of_a_real_connect_per_query_operation(settings) -> None:
+    from pgfactory_kit.lessons import wire
+    from pgfactory_kit.lessons.evidence import round_trip_steps
+
+    watch = wire.watch_strategies(settings, ("connect_per_query",), operations=1)
+    steps = round_trip_steps(watch.operation("connect_per_query", 1))
+    assert list(steps["client_sends"]) == ["SSLRequest", "StartupMessage", "SASLInitialResponse", "SASLResponse",
+                                           "Query"], steps
+    assert len(steps) == int(watch.round_trips.query("number == 1")["round_trips"].iloc[0])

@@ -263,3 +263,50 @@ def psycopg_pool_after_terminate(settings: ConnectionSettings, *, checked: bool)
     return {"check": "ConnectionPool.check_connection" if checked else "None (the default)",
             "outcome": outcome, "connections_lost": stats.get("connections_lost", 0),
             "returns_bad": stats.get("returns_bad", 0)}
+
+
+# ------------------------------------------------------------------------ one conversation, round trip by round trip
+_WHAT_IT_IS = {
+    "SSLRequest": "libpq asks for TLS (sslmode=prefer asks even when the server has none)",
+    "GSSENCRequest": "libpq asks for GSSAPI encryption",
+    "StartupMessage": "start-up: protocol, user, database; the server says how to authenticate",
+    "SASLInitialResponse": "SCRAM, first exchange: the client's nonce; the server's salt and iteration count",
+    "SASLResponse": "SCRAM, second exchange: the client's proof; the server's signature, then session set-up",
+    "PasswordMessage": "the password (or its md5 hash); then session set-up",
+    "Query": "the query itself",
+}
+
+
+def _collapse(names: list[str]) -> str:
+    """``A, B, B, B`` -> ``A, 3× B``: consecutive repeats of one message name collapsed."""
+    parts: list[str] = []
+    for name in names:
+        if parts and parts[-1][0] == name:
+            parts[-1][1] += 1
+        else:
+            parts.append([name, 1])
+    return ", ".join(name if count == 1 else f"{count}× {name}" for name, count in parts)
+
+
+def round_trip_steps(messages: Any) -> Any:
+    """One row per round trip of one connection's conversation (``WireTap.messages()`` rows, in order):
+    a run of client messages and the server's answer to it. Columns ``round_trip``, ``client_sends``,
+    ``server_answers`` (repeats collapsed, e.g. ``15× ParameterStatus``) and ``what_it_is``. Client
+    messages that get no answer (``Terminate``) are not a round trip and are left out."""
+    import pandas as pd
+
+    rows: list[tuple[list[str], list[str]]] = []
+    sent: list[str] = []
+    answer: list[str] = []
+    for direction, name in zip(messages["direction"], messages["name"], strict=True):
+        if direction == "client":
+            if answer:
+                rows.append((sent, answer))
+                sent, answer = [], []
+            sent.append(name)
+        elif sent:
+            answer.append(name)
+    if sent and answer:
+        rows.append((sent, answer))
+    return pd.DataFrame([{"round_trip": i, "client_sends": _collapse(s), "server_answers": _collapse(a),
+                          "what_it_is": _WHAT_IT_IS.get(s[0], "")} for i, (s, a) in enumerate(rows, 1)])
