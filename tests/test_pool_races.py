@@ -5,10 +5,11 @@ interesting interleavings are the moments when a thread has let go of the lock t
 a rollback, a reset) or to sleep in line, and another thread moves meanwhile. Each test forces or
 provokes one of them; the last ones hammer the pool with threads switching every microsecond.
 
-Removing the lock from the return path (``_claim`` and ``_put_back`` taking a null context
-instead) was tried once: ``test_two_threads_returning_one_connection_at_once_let_exactly_one_through``
-failed at the 1 µs switch interval (both returns accepted: one connection pooled twice); the other
-tests here and the model test passed in that run, so that test is the one that guards the return's lock.
+Which test guards the return path's lock: with ``_give_back`` and ``_put_back`` taking a null
+context instead of the lock (tried once), the deterministic
+``test_two_returns_of_one_connection_cannot_both_pass_the_claim`` fails (both returns accepted: one
+connection pooled twice); the statistical races and the model test still passed in that run, which is
+why the deterministic one exists.
 """
 from __future__ import annotations
 
@@ -78,6 +79,40 @@ def test_two_threads_returning_one_connection_at_once_let_exactly_one_through(fa
         with pytest.raises(PoolTimeout):
             pool.getconn(timeout=0.05)  # a connection pooled twice would be lent a second time here
         pool.putconn(only)
+
+
+def test_two_returns_of_one_connection_cannot_both_pass_the_claim(factory):
+    # White-box: the identity check inside the claim waits (up to 0.5 s) for the other return to
+    # reach it too. With the lock the other return cannot enter the critical section, so the wait
+    # times out and only one return is accepted; without it both would pass the check.
+    with ConnectionPool(factory, min_size=1, max_size=1) as pool:
+        conn = pool.getconn()
+        rec = pool._records[id(conn)]
+        real_watch = rec.watch
+        both_inside = threading.Barrier(2, timeout=0.5)
+
+        class MeetInsideTheClaim:
+            def __call__(self):
+                try:
+                    both_inside.wait()
+                except threading.BrokenBarrierError:
+                    pass  # the other return never got this far: what the lock is for
+                return real_watch()
+
+        rec.watch = MeetInsideTheClaim()
+        outcomes: list[str] = []
+
+        def give_back():
+            try:
+                pool.putconn(conn)
+                outcomes.append("returned")
+            except ValueError:
+                outcomes.append("refused")
+
+        run_together(give_back, give_back)
+        rec.watch = real_watch
+        assert sorted(outcomes) == ["refused", "returned"]
+        assert pool.stats()["pool_available"] == 1
 
 
 def test_a_waiter_that_queues_while_a_return_resets_outside_the_lock_is_handed_that_connection(factory):
