@@ -125,3 +125,94 @@ def test_root_with_the_kit_in_a_private_folder_starts_the_server(wheel):
         shutil.rmtree(private, ignore_errors=True)
         if copy is not None:
             shutil.rmtree(copy, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- a real fresh install
+def _everyones_python() -> str:
+    """This Python, unless it lives where other users cannot run it (pyenv under /root): then the system's
+    Python of the same version, so that the venv works for `nobody` too."""
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    mine = Path(sys.base_prefix).resolve()
+    hidden = any(parent.stat().st_mode & 0o005 != 0o005 for parent in [mine, *mine.parents])
+    return str(system) if hidden and system.exists() else sys.executable
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(wheel):
+    """A new venv (readable by everyone, like a hub image's) with the wheel and all its dependencies installed
+    by pip, non-editable; pip's cache makes repeated runs quick."""
+    folder = Path(tempfile.mkdtemp(prefix="pgfactory-fresh-"))
+    os.chmod(folder, 0o755)
+    venv = folder / "venv"
+    try:
+        run([_everyones_python(), "-m", "venv", venv], timeout=120)
+        run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel],
+            timeout=INSTALL_TIMEOUT_S, env=clean_env())
+        yield venv
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+def test_from_an_empty_folder_up_copies_the_notebooks_and_runs_00_and_01(fresh_venv, tmp_path):
+    folder = tmp_path / "workshop"
+    folder.mkdir()
+    env = clean_env(PGFACTORY_PORT=str(free_port()), PGFACTORY_QUICK="1", HOME=str(tmp_path))
+    kit = fresh_venv / "bin" / "pgfactory-kit"
+    try:
+        assert "PostgreSQL is up" in run([kit, "up"], cwd=folder, env=env, timeout=300).stdout
+        run([kit, "notebooks", "lessons"], cwd=folder, env=env, timeout=60)
+        assert (folder / "lessons" / "solutions" / "01_blog_factory_solution.ipynb").is_file()
+        script = ("import sys\nfrom pathlib import Path\nfrom pgfactory_kit.lessons.notebooks import execute\n"
+                  "for name in sys.argv[1:]:\n"
+                  "    run = execute(Path('lessons') / name, timeout=300)\n"
+                  "    print(name, 'ok' if run.ok else run.error, flush=True)\n")
+        out = run([fresh_venv / "bin" / "python", "-c", script, "00_setup.ipynb", "01_blog_factory.ipynb"],
+                  cwd=folder, env=env, timeout=900).stdout
+        assert out.splitlines() == ["00_setup.ipynb ok", "01_blog_factory.ipynb ok"], out
+    finally:
+        subprocess.run([kit, "down"], cwd=folder, env=env, capture_output=True, timeout=120, check=False)
+        data = folder / ".pgfactory" / "data"
+        if data.is_symlink():
+            shutil.rmtree(data.resolve(), ignore_errors=True)
+
+
+@pytest.fixture
+def nobody_repo():
+    """A copy of the repository owned by `nobody`, as repo2docker hands REPO_DIR to the notebook user."""
+    folder = Path(tempfile.mkdtemp(prefix="pgfactory-binder-"))
+    repo = folder / "repo"
+    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".git", ".venv", ".pgfactory", "node_modules",
+                                                              "report", "bench-results", "test-artifacts",
+                                                              "__pycache__", "*.egg-info", "build"))
+    for path in [folder, *repo.rglob("*"), repo]:
+        os.lchown(path, 65534, 65534)
+    try:
+        yield repo
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="needs root to become `nobody`")
+def test_binder_start_script_as_the_notebook_user_reaches_the_database(fresh_venv, nobody_repo):
+    """binder/start as a non-root user (repo2docker's jovyan; `nobody` here), with the kit installed as
+    binder/requirements.txt installs it: the kit's PostgreSQL runs as that user and the command it hands over
+    to (Jupyter, on Binder) finds the database with no other set-up."""
+    as_nobody = {"user": 65534, "group": 65534, "extra_groups": [], "cwd": str(nobody_repo)}
+    env = clean_env(PATH=f"{fresh_venv / 'bin'}:/usr/bin:/bin", HOME=str(nobody_repo), REPO_DIR=str(nobody_repo),
+                    PGFACTORY_PORT=str(free_port()))
+    probe = ("import os, psycopg2\nfrom pgfactory_kit import ConnectionSettings\n"
+             "s = ConnectionSettings.from_env()\nconn = psycopg2.connect(**s.connect_kwargs())\n"
+             "cur = conn.cursor(); cur.execute('SELECT current_user, count(*) FROM mytable')\n"
+             "print(os.geteuid(), *cur.fetchone())\n")
+    try:
+        result = subprocess.run([str(nobody_repo / "binder" / "start"), "python", "-c", probe], env=env,
+                                capture_output=True, text=True, timeout=300, check=False, **as_nobody)
+        assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+        assert result.stdout.strip().splitlines()[-1] == "65534 myuser 5"
+        data = nobody_repo / ".pgfactory" / "data"
+        assert data.is_dir() and not data.is_symlink() and data.stat().st_uid == 65534  # no root relocation
+    finally:
+        subprocess.run([str(fresh_venv / "bin" / "pgfactory-kit"), "down"], env=env, capture_output=True,
+                       timeout=120, check=False, **as_nobody)
