@@ -186,3 +186,38 @@ def test_nb07_fails_a_retry_of_an_exhausted_pool(settings) -> None:
 
     with pytest.raises(ExerciseFailed, match="PoolTimeout is an OperationalError too"):
         nb07.check_retry(retry_unless_cancelled, settings)
+
+
+# ------------------------------------------------------------------------------ 04: read the result, then use it
+def select1_summary():
+    import pandas as pd
+
+    return pd.DataFrame({"strategy": ["connect_per_query", "reused", "pool"], "workload": ["select1"] * 3,
+                         "median_ms": [5.05, 0.05, 0.06]})
+
+
+def test_nb04_passes_overhead_added_to_a_slow_query_and_a_shrinking_ratio() -> None:
+    from pgfactory_kit.lessons.exercises import nb04
+
+    assert nb04.check_reading(5.0, 5.0 + 5.0, "smaller", select1_summary(), slow_query_ms=5.0)
+
+
+def test_nb04_fails_a_prediction_that_multiplies_the_query_by_the_select1_ratio() -> None:
+    from pgfactory_kit.lessons.exercises import nb04
+
+    with pytest.raises(ExerciseFailed, match="it adds"):
+        nb04.check_reading(5.0, 5.0 * 101, "smaller", select1_summary(), slow_query_ms=5.0)
+
+
+def test_nb04_fails_a_ratio_that_grows_with_the_query() -> None:
+    from pgfactory_kit.lessons.exercises import nb04
+
+    with pytest.raises(ExerciseFailed, match="shrinks as the query grows"):
+        nb04.check_reading(5.0, 10.0, "bigger", select1_summary(), slow_query_ms=5.0)
+
+
+def test_nb04_fails_an_overhead_in_seconds() -> None:
+    from pgfactory_kit.lessons.exercises import nb04
+
+    with pytest.raises(ExerciseFailed, match="looks like seconds"):
+        nb04.check_reading(0.005, 10.0, "smaller", select1_summary(), slow_query_ms=5.0)
