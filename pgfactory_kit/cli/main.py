@@ -15,11 +15,11 @@ from pathlib import Path
 from ..errors import ServerError
 from ..servers.postgres import LocalServer
 
-# name -> (module, one-line help); loaded only when used.
+# name -> (module in cli/, one-line help); each module offers add_arguments(parser) and run(args) -> int.
 SUBCOMMAND_MODULES: dict[str, tuple[str, str]] = {
     "bench": ("pgfactory_kit.cli.bench", "measure connect-per-query against reused and pooled connections"),
     "provision": ("pgfactory_kit.servers.provision", "create (or drop, or check) learner roles on a shared server"),
-    "report": ("pgfactory_kit.lessons.report", "execute the notebooks headless and write report/"),
+    "report": ("pgfactory_kit.cli.report", "execute the notebooks headless and write report/"),
     "notebooks": ("pgfactory_kit.cli.notebooks", "copy the lessons (and solutions) into a folder"),
 }
 
@@ -137,11 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     for name, (module, help_text) in SUBCOMMAND_MODULES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.set_defaults(module=module)
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
+        # A subcommand that cannot be imported is a broken installation: let the ImportError say so.
+        mod = importlib.import_module(module)
         mod.add_arguments(p)
         p.set_defaults(func=mod.run)
     return parser
@@ -150,9 +147,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not hasattr(args, "func"):
-        print(f"pgfactory-kit {args.command}: not available in this installation", file=sys.stderr)
-        return 2
     try:
         return int(args.func(args) or 0)
     except (ServerError, ValueError) as exc:

@@ -1,4 +1,4 @@
-"""``pgfactory-kit report``: run every lesson notebook headless and write an HTML report.
+"""The report: run every lesson notebook headless and write HTML (``pgfactory-kit report``, in cli/report.py).
 
 Writes ``<out>/index.html`` (the lessons with status and timing), one HTML page per notebook with its
 tables and plots (nbconvert), and ``<out>/data/`` with the CSV files the notebooks save
@@ -8,7 +8,6 @@ a failing notebook is reported, the others still run; the exit code is 0 only if
 """
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import html
 import os
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import nbformat
 
-from .. import paths
 from ..errors import scrub
 from .lesson import QUICK_ENV, REPORT_DIR_ENV, connect_to_database
 from .notebooks import Execution, errors_of, execute
@@ -37,32 +35,6 @@ class PageResult:
     page: str
     seconds: float
     error: str | None
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
-    parser.add_argument("--quick", action="store_true",
-                        help="small, fast versions of the lessons (sets PGFACTORY_QUICK=1), as CI runs them")
-    parser.add_argument("--notebooks", type=Path, default=None,
-                        help="folder with the lesson notebooks (default: notebooks/ in the project)")
-    parser.add_argument("--only", action="append", default=[], metavar="TEXT",
-                        help="run only notebooks whose file name contains TEXT (repeatable), e.g. --only 01")
-    parser.add_argument("--timeout", type=float, default=900.0,
-                        help="seconds one cell may run before the notebook is stopped (default 900)")
-
-
-def run(args: argparse.Namespace) -> int:
-    folder = args.notebooks or paths.project_root() / "notebooks"
-    notebooks = find_notebooks(folder, args.only)
-    if not notebooks:
-        print(f"pgfactory-kit report: no notebooks matching {LESSON_GLOB} in {folder}"
-              + (f" containing {args.only}" if args.only else ""), file=sys.stderr)
-        return 2
-    results = build_report(notebooks, args.out, quick=args.quick, cell_timeout=args.timeout)
-    failed = [r for r in results if r.error]
-    print(f"Report: {args.out.resolve() / 'index.html'} — {len(results) - len(failed)} of {len(results)} "
-          "notebooks ran cleanly" + (f"; failed: {', '.join(r.notebook.name for r in failed)}" if failed else ""))
-    return 1 if failed else 0
 
 
 def find_notebooks(folder: Path, only: list[str] | None = None) -> list[Path]:
