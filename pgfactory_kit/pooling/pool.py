@@ -35,7 +35,7 @@ import psycopg2.extensions
 from ..errors import PoolClosed, PoolTimeout
 from . import fork
 from .arguments import check_pool_arguments
-from .health import close_quietly, fit_to_lend, make_poller
+from .health import TRUST_WINDOW, close_quietly, fit_to_lend, make_poller
 
 __all__ = ["ConnectionPool", "PoolTimeout", "PoolClosed"]
 
@@ -45,6 +45,8 @@ logger = logging.getLogger(__name__)
 IDLE, LENT, IN_BLOCK, BUSY = "idle", "lent", "in_block", "busy"
 _TX_IDLE = psycopg2.extensions.TRANSACTION_STATUS_IDLE
 _TX_UNKNOWN = psycopg2.extensions.TRANSACTION_STATUS_UNKNOWN
+_TX_OPEN = (psycopg2.extensions.TRANSACTION_STATUS_ACTIVE, psycopg2.extensions.TRANSACTION_STATUS_INTRANS,
+            psycopg2.extensions.TRANSACTION_STATUS_INERROR)  # a transaction is open: commit() sends COMMIT
 OPEN_ATTEMPTS = 60  # a background open retries at most this often (pauses grow to 1 s: about a minute)
 _NAMES = itertools.count(1)
 
@@ -52,7 +54,8 @@ _NAMES = itertools.count(1)
 class _Pooled:
     """One connection of the pool and what the pool knows about it."""
 
-    __slots__ = ("conn", "watch", "key", "state", "poller", "last_used", "expires_at", "idle_limit")
+    __slots__ = ("conn", "watch", "key", "state", "poller", "last_used", "trusted_until", "expires_at",
+                 "idle_limit")
 
     def __init__(self, conn: Connection, pool: ConnectionPool) -> None:
         now = monotonic()
@@ -65,6 +68,7 @@ class _Pooled:
         self.poller = make_poller(conn)
         self.last_used = now
         self.expires_at = now + pool.max_lifetime * random.uniform(0.9, 1.0)  # jitter: not all at once
+        self.trusted_until = min(now + pool._trust, self.expires_at)  # lent with no check until then
         self.idle_limit = pool.max_idle * random.uniform(0.9, 1.0)
 
 
@@ -112,7 +116,7 @@ class _Block:
         if self.pid != os.getpid():
             return  # entered before os.fork(): the parent's connection, neither ours to commit nor to return
         try:
-            if exc_type is None and _in_transaction(conn):
+            if exc_type is None and conn.get_transaction_status() in _TX_OPEN:
                 conn.commit()
         finally:
             self.pool._give_back(conn, close=False, state=IN_BLOCK)  # rolls back whatever is left open
@@ -131,6 +135,7 @@ class ConnectionPool:
         self.max_lifetime, self.max_idle, self.check_after = max_lifetime, max_idle, check_after
         self._factory, self._reset_callback = factory, reset
         self._self_ref = weakref.ref(self)  # what lent connections' callbacks hold: never the pool itself
+        self._trust = min(TRUST_WINDOW, check_after)  # used this recently: lent with no check at all
         self._start_empty()
         self._closed = False
         fork.register(self)
@@ -220,22 +225,23 @@ class ConnectionPool:
         timeout = self.timeout if timeout is None else timeout
         deadline = monotonic() + timeout
         for attempt in range(self.max_size + 2):  # bounded: each pass lends a connection or discards a bad one
-            conn, rec, fresh = self._take(state, deadline, timeout, new_request=attempt == 0)
-            if fresh or self._fit(conn, rec):
+            conn, rec = self._take(state, deadline, timeout, new_request=attempt == 0)
+            if monotonic() < rec.trusted_until or self._fit(conn, rec):
                 return conn
         raise psycopg2.OperationalError(
             f"pool {self.name!r}: discarded {self.max_size + 2} unusable connections in a row. "
             "What to do: check the server log; the factory may be returning broken connections.")
 
-    def _take(self, state: str, deadline: float, timeout: float, new_request: bool) -> tuple[Connection, _Pooled, bool]:
-        """Lend an idle connection, or open a new one, or wait in line; True if the connection is new."""
+    def _take(self, state: str, deadline: float, timeout: float, new_request: bool) -> tuple[Connection, _Pooled]:
+        """Lend an idle connection, or open a new one, or wait in line."""
         with self._lock:
             # Critical section: decide here whether a connection is ready, can be opened, or we wait.
-            self._raise_if_closed()  # like psycopg_pool: a request to a closed pool is not counted
+            if self._closed:  # like psycopg_pool: a request to a closed pool is not counted
+                raise self._closed_error()
             self._counts["requests_num"] += new_request
             if self._idle:
                 rec = self._idle.pop()
-                return self._lend(rec, state), rec, False
+                return self._lend(rec, state), rec
             if self._size >= self.max_size:
                 waiter = _Waiter(state)
                 self._waiting.append(waiter)
@@ -244,15 +250,15 @@ class ConnectionPool:
                 waiter = None
                 self._size += 1  # the slot is ours; the connect happens below, outside the lock
         if waiter is not None:
-            return (*self._wait(waiter, deadline, timeout), False)
+            return self._wait(waiter, deadline, timeout)
         rec = self._connect_or_free_slot()
         with self._lock:
             closed = self._closed
             conn = self._forget(rec) if closed else self._lend(rec, state)
         if closed:
             close_quietly(conn)
-            self._raise_if_closed()
-        return conn, rec, True
+            raise self._closed_error()
+        return conn, rec
 
     def _wait(self, waiter: _Waiter, deadline: float, timeout: float) -> tuple[Connection, _Pooled]:
         """Sleep until the pool lends this waiter a connection (or an error), or the deadline passes."""
@@ -304,9 +310,14 @@ class ConnectionPool:
                             f"not {type(conn).__name__}")
         clean = not close and self._reset_callback is None and conn.get_transaction_status() == _TX_IDLE
         with self._lock:
-            rec = self._claim(conn, state)
-            pooled = clean and monotonic() < rec.expires_at
-            doomed = self._pool(rec) if pooled else []
+            # Critical section: is this a lend we know, as ``state``? Then this return is the only one.
+            rec = self._records.get(id(conn))
+            if rec is None or rec.state != state or rec.watch is None or rec.watch() is not conn:
+                raise ValueError(self._why_not_returnable(conn, rec))  # twice, foreign, or a block's
+            rec.state, rec.conn = BUSY, conn
+            now = monotonic()
+            pooled = clean and now < rec.expires_at
+            doomed = self._pool(rec, now) if pooled else []
         for stale in doomed:
             close_quietly(stale)
         if pooled:
@@ -323,16 +334,8 @@ class ConnectionPool:
         else:
             self._put_back(rec)
 
-    def _claim(self, conn: Connection, state: str) -> _Pooled:
-        """Make this return the only one (under the lock): ``conn`` must be lent by this pool as ``state``."""
-        rec = self._records.get(id(conn))
-        if rec is None or rec.state != state or rec.watch is None or rec.watch() is not conn:
-            raise ValueError(self._why_not_returnable(conn, rec))
-        rec.state, rec.conn = BUSY, conn
-        return rec
-
     def _why_not_returnable(self, conn: Connection, rec: _Pooled | None) -> str:
-        """The message for a return that is refused (under the lock)."""
+        """The message for a return that is refused (under the lock), and why it must be."""
         if rec is None or rec.watch is None or rec.watch() is not conn:
             return (f"can't return {conn!r} to pool {self.name!r}: it does not come from this pool (a "
                     "connection lent before os.fork() belongs to the parent process). What to do: return a "
@@ -366,11 +369,11 @@ class ConnectionPool:
         """Pool a usable busy connection (taking the lock); close what that retires, outside it."""
         with self._lock:
             self._opening -= opened_for_others
-            doomed = self._pool(rec)
+            doomed = self._pool(rec, monotonic())
         for conn in doomed:
             close_quietly(conn)
 
-    def _pool(self, rec: _Pooled) -> list[Connection | None]:
+    def _pool(self, rec: _Pooled, now: float) -> list[Connection | None]:
         """Hand a busy connection to the first waiter, else push it on the idle stack (under the lock).
 
         Returns the connections to close after the lock is released: this one if the pool is
@@ -379,7 +382,8 @@ class ConnectionPool:
         # Critical section: decide here who gets the connection.
         if self._closed:
             return [self._forget(rec)]
-        rec.last_used = monotonic()  # known good now: the next borrower needs no check for a moment
+        rec.last_used = now  # known good now: the next borrower needs no check for a moment
+        rec.trusted_until = min(now + self._trust, rec.expires_at)
         if self._waiting:
             waiter = self._waiting.popleft()
             waiter.conn, waiter.rec = self._lend(rec, waiter.state), rec
@@ -499,10 +503,9 @@ class ConnectionPool:
             opens = self._plan_opens()
         self._open_in_background(opens)
 
-    def _raise_if_closed(self) -> None:
-        if self._closed:
-            raise PoolClosed(f"pool {self.name!r} is closed: it hands out no more connections. "
-                             "What to do: create a new ConnectionPool.")
+    def _closed_error(self) -> PoolClosed:
+        return PoolClosed(f"pool {self.name!r} is closed: it hands out no more connections. "
+                          "What to do: create a new ConnectionPool.")
 
     # ------------------------------------------------------------------ fork safety (see fork.py)
     def _before_fork(self) -> None:
@@ -537,8 +540,3 @@ def _on_drop(pool_ref: weakref.ref, rec: _Pooled) -> Callable[[weakref.ref], Non
         # Garbage collection can run while this very thread holds the pool's lock: free the slot from another.
         threading.Thread(target=pool._reclaim, args=(rec,), daemon=True).start()
     return dropped
-
-
-def _in_transaction(conn: Connection) -> bool:
-    """Whether ``conn`` has a transaction open (so commit() would send COMMIT)."""
-    return conn.get_transaction_status() not in (_TX_IDLE, _TX_UNKNOWN)
