@@ -21,8 +21,9 @@ MAX_DELAY_MS = 60_000.0  # a minute each way: beyond any network a lesson models
 
 
 class Observer(Protocol):
-    """What a subclass may attach to each connection (the WireTap's decoder): told every chunk as it
-    arrives, before it is forwarded, and ``b""`` when that direction ends. It must not raise."""
+    """What a subclass may attach to each connection (the WireTap): told every chunk in arrival order, on
+    the proxy's event loop, as it is queued for forwarding, and ``b""`` when that direction ends. It must
+    be quick (the bytes wait for it) and should not raise (errors are ignored)."""
 
     def from_client(self, data: bytes) -> None: ...
 
@@ -51,6 +52,13 @@ def check_host(owner: str, name: str, value: Any) -> str:
     if not isinstance(value, str) or not value.strip():
         raise TypeError(f"{owner}: {name} must be a host name or address (a non-empty string), got {value!r}")
     return value
+
+
+def _observe_quietly(observe: Any, data: bytes) -> None:
+    try:
+        observe(data)
+    except Exception:  # an observer's fault must never stop the bytes
+        pass
 
 
 class DelayProxy:
@@ -221,7 +229,7 @@ class DelayProxy:
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay: float,
                     not_before: float, observe: Any = None) -> None:
         """Copy reader -> writer, each chunk leaving ``delay`` s after it arrived, in arrival order;
-        ``observe`` (if any) sees each chunk on arrival, before it is forwarded unchanged."""
+        ``observe`` (if any) sees each chunk, unchanged, as it is queued."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
@@ -231,12 +239,9 @@ class DelayProxy:
                     data = await reader.read(CHUNK)
                 except (ConnectionError, OSError):
                     data = b""
-                if observe is not None:
-                    try:
-                        observe(data)
-                    except Exception:  # an observer's fault must never stop the bytes
-                        pass
                 await queue.put((max(loop.time() + delay, not_before), data))
+                if observe is not None:
+                    _observe_quietly(observe, data)
                 if not data:
                     return
 

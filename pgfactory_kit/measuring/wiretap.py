@@ -21,10 +21,12 @@ MESSAGE_COLUMNS = ["t", "conn", "direction", "name", "length", "summary"]
 OPERATION_COLUMNS = ["operation", "start", "end", "conns", "messages", "round_trips"]
 DEFAULT_MAX_MESSAGES = 100_000
 SETTLE_S = 0.005  # at an operation's end: time for the tap to read what the client has already sent
+FLUSH_AFTER_S = 0.02  # a chunk waits at most this long to be decoded...
+FLUSH_BYTES = 1 << 20  # ...or until this many bytes wait
 
 
 class _Connection:
-    """One proxied connection's decoder; called on the tap's event loop only."""
+    """One proxied connection as the tap sees it: its decoder and how many directions have ended."""
 
     __slots__ = ("tap", "number", "conversation", "eof")
 
@@ -35,24 +37,20 @@ class _Connection:
         self.eof = 0
 
     def from_client(self, data: bytes) -> None:
-        self._seen(CLIENT, data)
+        self.tap._arrived(self, CLIENT, data)
 
     def from_server(self, data: bytes) -> None:
-        self._seen(SERVER, data)
+        self.tap._arrived(self, SERVER, data)
 
-    def _seen(self, direction: str, data: bytes) -> None:
+    def decode(self, direction: str | None, data: bytes) -> list[Frame]:
+        """The frames of one chunk; ``b""`` is the end of a direction, ``direction`` None the teardown."""
         if data:
-            self.tap._record_frames(self.number, self.conversation.feed(direction, data))
-            return
-        self.eof += 1
-        if self.eof == 2:
-            self.closed()
-
-    def closed(self) -> None:
-        """Both directions ended (or the proxy tore the connection down): record a cut message."""
-        frames, self.conversation = self.conversation.close(), Conversation()
-        self.eof = 2
-        self.tap._record_frames(self.number, frames)
+            return self.conversation.feed(direction or CLIENT, data)
+        self.eof = self.eof + 1 if direction is not None else 2
+        if self.eof >= 2:
+            frames, self.conversation = self.conversation.close(), Conversation()
+            return frames
+        return []
 
 
 class WireTap(DelayProxy):
@@ -61,6 +59,12 @@ class WireTap(DelayProxy):
     ``delay_ms`` is the one-way delay of the DelayProxy (0: none); ``max_messages`` caps the record.
     ``with tap.operation("connect_per_query"):`` marks a piece of work so that its messages and round
     trips can be told apart (``operations()``, ``messages(operation=...)``).
+
+    Each chunk is stamped when it arrives and decoded a little later, in batches (within
+    ``FLUSH_AFTER_S``, or at once when ``FLUSH_BYTES`` wait, or when anything is asked of the tap):
+    decoding in Python on the proxy's thread while the client waits for its reply would hold the
+    interpreter's lock the client needs, and cost every query far more than the decoding itself.
+    Until then the raw chunk is held as the proxy holds every chunk it forwards; then it is dropped.
     """
 
     def __init__(self, target_host: str, target_port: int, *, delay_ms: float = 0.0,
@@ -70,7 +74,12 @@ class WireTap(DelayProxy):
                          listen_host=listen_host, listen_port=listen_port)
         self.max_messages = check_int("WireTap", "max_messages", max_messages, 1, 100_000_000)
         self.dropped = 0  # messages decoded after the record was full
-        self._record: list[tuple[float, int, Frame]] = []  # (t, connection, frame): cheap to append
+        # (t, connection, the frames of one chunk as plain tuples)
+        self._chunks: list[tuple[float, int, tuple[tuple[str, str, int, bytes | str], ...]]] = []
+        self._kept = 0  # frames in _chunks
+        self._pending: list[tuple[float, _Connection, str | None, bytes]] = []  # arrived, not yet decoded
+        self._pending_bytes = 0
+        self._flush_timer: asyncio.TimerHandle | None = None
         self._operations: list[tuple[str, float, float]] = []
         self._live: dict[int, _Connection] = {}
         self._t0 = time.perf_counter()
@@ -78,9 +87,9 @@ class WireTap(DelayProxy):
     def __repr__(self) -> str:
         state = f"port={self.port}" if self.port else "stopped"
         return (f"WireTap({self.target_host}:{self.target_port}, delay_ms={self.delay_ms:g}, "
-                f"{len(self._record)} messages, {self.dropped} dropped, {state})")
+                f"{self._kept} messages, {self.dropped} dropped, {state})")
 
-    # ------------------------------------------------------------------ the proxy's hooks
+    # ------------------------------------------------------------------ the proxy's hooks (event loop)
     def _observer(self, number: int) -> _Connection:
         connection = _Connection(self, number)
         self._live[number] = connection
@@ -88,19 +97,51 @@ class WireTap(DelayProxy):
 
     def _connection_ended(self, number: int) -> None:
         connection = self._live.pop(number, None)
-        if connection is not None and connection.eof < 2:
-            connection.closed()
+        if connection is not None:
+            self._arrived(connection, None, b"")
 
-    def _record_frames(self, number: int, frames: list[Frame]) -> None:
-        if not frames:
-            return
-        t = time.perf_counter() - self._t0
-        record = self._record
-        room = self.max_messages - len(record)
+    def _arrived(self, connection: _Connection, direction: str | None, data: bytes) -> None:
+        """The hot path: stamp and queue the chunk; decoding waits for a batch."""
+        self._pending.append((time.perf_counter() - self._t0, connection, direction, data))
+        self._pending_bytes += len(data)
+        if self._flush_timer is None and self._loop is not None:
+            self._flush_timer = self._loop.call_later(FLUSH_AFTER_S, self._flush)
+        elif self._pending_bytes >= FLUSH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Decode every queued chunk in arrival order (on the loop, or after it stopped)."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        for t, connection, direction, data in pending:
+            frames = connection.decode(direction, data)
+            if frames:
+                self._record_frames(t, connection.number, frames)
+
+    def _flush_now(self) -> None:
+        """Decode what is queued before answering a question about the record (any thread)."""
+        loop = self._loop
+        if loop is not None and loop.is_running():
+            async def flush() -> None:
+                self._flush()
+            with contextlib.suppress(Exception):
+                asyncio.run_coroutine_threadsafe(flush(), loop).result(10.0)
+                return
+        self._flush()
+
+    def _record_frames(self, t: float, number: int, frames: list[Frame]) -> None:
+        room = self.max_messages - self._kept
         if room < len(frames):
             self.dropped += len(frames) - max(room, 0)
             frames = frames[:max(room, 0)]
-        record.extend([(t, number, frame) for frame in frames])
+            if not frames:
+                return
+        self._kept += len(frames)
+        # Plain tuples (not lists, not Frame, a tuple subclass): the garbage collector stops tracking
+        # them once it has seen them instead of scanning the whole record on every full collection.
+        self._chunks.append((t, number, tuple(map(tuple, frames))))
 
     # ------------------------------------------------------------------ operations
     @contextlib.contextmanager
@@ -124,6 +165,7 @@ class WireTap(DelayProxy):
             for _ in range(4):
                 await asyncio.sleep(0)
             await asyncio.sleep(seconds)
+            self._flush()
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(idle(), loop).result(2.0)
@@ -164,13 +206,21 @@ class WireTap(DelayProxy):
 
     def clear(self) -> None:
         """Forget the record and the operations (the connections stay as they are)."""
-        self._record.clear()
+        self._flush_now()
+        self._chunks.clear()
+        self._kept = 0
         self._operations.clear()
         self.dropped = 0
 
     # ------------------------------------------------------------------ helpers
+    def _records(self) -> list[tuple[float, int, Frame]]:
+        """(t, connection, frame) per kept message, in arrival order (queued chunks decoded first)."""
+        self._flush_now()
+        make = Frame._make
+        return [(t, number, make(frame)) for t, number, frames in list(self._chunks) for frame in frames]
+
     def _rows(self, operation: str | None) -> list[tuple[float, int, Frame]]:
-        rows = list(self._record)
+        rows = self._records()
         if operation is None:
             return rows
         windows = [(s, e) for label, s, e in self._operations if label == operation]
@@ -186,7 +236,7 @@ class WireTap(DelayProxy):
 
     def _directions_between(self, start: float, end: float) -> dict[int, list[str]]:
         out: dict[int, list[str]] = {}
-        for t, number, frame in list(self._record):
+        for t, number, frame in self._records():
             if start <= t <= end:
                 out.setdefault(number, []).append(frame.direction)
         return out
