@@ -150,6 +150,38 @@ class BareLend:
         self.spare.append(conn)
 
 
+class OneLockLend:
+    """The least a one-lock pool must do per block, written inline with no method calls: take the
+    record under the lock (count the request, mark it lent), commit, then claim it under the lock
+    (look it up, check it is this lend) and push it back. No checks, no expiry, no waiters: the
+    floor of the design itself, between the bare wrapper and the kit's pool."""
+
+    __slots__ = ("book", "conn")
+
+    def __init__(self, book: dict) -> None:
+        self.book = book
+
+    def __enter__(self):
+        book = self.book
+        with book["lock"]:
+            book["requests"] += 1
+            rec = book["idle"].pop()
+            rec["state"] = "lent"
+        self.conn = rec["conn"]
+        return self.conn
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        conn, book = self.conn, self.book
+        if exc_type is None and conn.get_transaction_status() != psycopg2.extensions.TRANSACTION_STATUS_IDLE:
+            conn.commit()
+        with book["lock"]:
+            rec = book["records"].get(id(conn))
+            if rec is None or rec["state"] != "lent" or rec["conn"] is not conn:
+                raise ValueError("not lent")
+            rec["state"], rec["last_used"] = "idle", time.monotonic()
+            book["idle"].append(rec)
+
+
 def scenario_select(settings, rounds: int, n: int) -> dict:
     """The pools' cost on a real query, isolated: every side uses the *same* connection.
 
@@ -164,8 +196,10 @@ def scenario_select(settings, rounds: int, n: int) -> dict:
     tcp._pool.pop().close()  # private, benchmark only: psycopg2's pool lends out the same connection
     tcp._pool.append(held)  # (with minconn 1, or it would close the connection on every return)
     spare = [held]
+    rec = {"conn": held, "state": "idle", "last_used": 0.0}
+    book = {"lock": threading.Lock(), "idle": [rec], "records": {id(held): rec}, "requests": 0}
     ops = {"kit": with_select_op(kit.connection), "held": held_select_op(held), "tcp": psycopg2_pool_select_op(tcp),
-           "bare": with_select_op(lambda: BareLend(spare))}
+           "bare": with_select_op(lambda: BareLend(spare)), "one-lock": with_select_op(lambda: OneLockLend(book))}
     for fn in ops.values():
         timed(fn, 200)  # warm-up, dropped
     out = rotate_timed(ops, rounds * n)
@@ -391,7 +425,7 @@ def main(argv: list[str] | None = None) -> int:
             scratch.cleanup()
 
     r1 = paired(one["kit"], one["tcp"])
-    r2, r2_tcp, r2_bare = (paired(two[name], two["held"]) for name in ("kit", "tcp", "bare"))
+    r2, r2_tcp, r2_bare, r2_lock = (paired(two[name], two["held"]) for name in ("kit", "tcp", "bare", "one-lock"))
     r3 = paired(three["kit"], three["psycopg_pool"])
     rows = [
         ("1. checkout+return, no query (µs/op)", f"kit {med(one['kit']):.2f}",
@@ -400,7 +434,8 @@ def main(argv: list[str] | None = None) -> int:
         ("2. with pool.connection() + SELECT 1, vs a held connection (µs/op)",
          f"kit {med(two['kit']):.1f} ({r2:.3f}x held)",
          f"ThreadedConnectionPool {med(two['tcp']):.1f} ({r2_tcp:.3f}x held)",
-         f"kit {r2:.3f}x vs ThreadedConnectionPool {r2_tcp:.3f}x (bare `with` floor {r2_bare:.3f}x)",
+         f"kit {r2:.3f}x vs ThreadedConnectionPool {r2_tcp:.3f}x (bare `with` floor {r2_bare:.3f}x, "
+         f"one-lock floor {r2_lock:.3f}x)",
          "kit <= ThreadedConnectionPool", "met" if r2 <= r2_tcp else "MISSED"),
         (f"3. {THREADS} threads on {CONNS} connections (ops/s)", f"kit {med(three['kit']):.0f}",
          f"psycopg_pool {med(three['psycopg_pool']):.0f}", f"{r3:.2f}x throughput", ">= 1.50x, 0 errors",

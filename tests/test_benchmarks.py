@@ -30,6 +30,15 @@ def test_bench_pool_runs_all_four_scenarios_and_prints_the_table():
     out = run_benchmark("bench_pool.py", "--rounds", "4", "--cycles", "20", "--queries", "3",
                         "--repeats", "1", "--per-thread", "5", "--scale-repeats", "1", "--scale-per-thread", "2")
     for row in ("1. checkout+return", "2. with pool.connection()", "3. 16 threads on 4 connections",
-                "4. 64 threads on 8 connections", "4. 256 threads on 8 connections", "bare `with` floor"):
+                "4. 64 threads on 8 connections", "4. 256 threads on 8 connections", "bare `with` floor",
+                "one-lock floor"):
         assert row in out
     assert "Scenario 3 errors: kit 0," in out
+
+
+@pytest.mark.timeout(300)
+def test_bench_wiretap_compares_the_tap_with_the_plain_proxy_and_prices_decoding():
+    out = run_benchmark("bench_wiretap.py", "--repeats", "2", "--queries", "5", "--connects", "2",
+                        "--decode-rounds", "2")
+    assert "| SELECT 1 on a held connection" in out and "| connect + close (ms/connect)" in out
+    assert "µs/message" in out and "Messages dropped by the cap during the run: 0" in out
