@@ -60,6 +60,7 @@ def machine_summary(*, postgresql: str, auth: str, transport: str, rtt_ms: float
         "cpu_count": os.cpu_count(),
         "cpu_model": cpu_model(),
         "platform": platform.platform(),
+        "system": platform.system(),
         "python": platform.python_version(),
         "packages": package_versions(),
         "timestamp_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -74,5 +75,13 @@ def summary_line(machine: dict[str, Any]) -> str:
     rtt_text = ", ".join(f"{r:g}" for r in rtt) if isinstance(rtt, (list, tuple)) else f"{float(rtt):g}"
     parts = [f"PostgreSQL {machine.get('postgresql', '?')}", str(machine.get("transport", "?")),
              str(machine.get("auth", "?")), f"+{rtt_text} ms RTT added",
-             f"{machine.get('cpu_count', '?')} CPUs", platform.system() or "?"]
+             f"{machine.get('cpu_count', '?')} CPUs", recorded_system(machine)]
     return " · ".join(parts)
+
+
+def recorded_system(machine: dict[str, Any]) -> str:
+    """The operating system the run was recorded on (not the reader's): ``system``, or for records made
+    before it existed the first word of ``platform`` ('Linux-6.1-x86_64-with-glibc2.36' -> 'Linux')."""
+    if machine.get("system"):
+        return str(machine["system"])
+    return str(machine.get("platform") or "?").split("-", 1)[0] or "?"
