@@ -6,7 +6,6 @@ symlinked folder a service user can reach, pid files, ports, private files and r
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import shutil
 import socket
@@ -15,26 +14,26 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO
 
+import psutil
+from filelock import FileLock, Timeout
+
+from ..errors import ServerError
 from .service_user import RELOCATION_ROOT, RunAs, relocated_path
 
 LOCALHOST = "127.0.0.1"
+LOCK_TIMEOUT_S = 300  # a start or stop that another process holds for longer than this is stuck
 
 
 # ------------------------------------------------------------------ processes
 def pid_alive(pid: int) -> bool:
     """Whether process ``pid`` exists and is not a zombie (another user's process counts as alive)."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
+    except psutil.AccessDenied:
         return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
 
 
 def read_pid(pid_file: Path) -> int | None:
@@ -77,17 +76,22 @@ def file_lock(lock_path: Path) -> contextlib.AbstractContextManager[None]:
     """Open (creating) ``lock_path`` now, so an unwritable folder raises ``OSError`` here, and return a
     context manager that holds an exclusive lock on it: one start or stop of a daemon at a time."""
     lock_path.parent.mkdir(parents=True, exist_ok=True)
-    return _held(open(lock_path, "a+"))
+    open(lock_path, "a+").close()
+    return _held(FileLock(str(lock_path), timeout=LOCK_TIMEOUT_S))
 
 
 @contextlib.contextmanager
-def _held(handle: IO[str]) -> Iterator[None]:
-    with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+def _held(lock: FileLock) -> Iterator[None]:
+    """filelock: flock on POSIX, msvcrt's locking on Windows; waits at most LOCK_TIMEOUT_S."""
+    try:
+        lock.acquire()
+    except Timeout:
+        raise ServerError(f"another pgfactory-kit process has held {lock.lock_file} for {LOCK_TIMEOUT_S}s while "
+                          "starting or stopping a server. What to do: wait for it, or end it, then retry.") from None
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def real_dir(folder: Path) -> Path:
@@ -135,17 +139,24 @@ def tail(text: str, lines: int = 20) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
-def configured_port(config: Path, key: str) -> int | None:
+def configured_port(config: Path, key: str,
+                    fix: str = "delete that line (the kit writes it again on the next start)") -> int | None:
     """The port in a ``key = value`` config file (``port`` for PostgreSQL, ``listen_port`` for
-    PgBouncer), or None when the file or the line is missing."""
+    PgBouncer), or None when the file or the line is missing. A value that is no port (left by an older
+    version) is a ServerError naming the file, the line and ``fix``."""
     try:
         text = config.read_text()
     except OSError:
         return None
     for line in text.splitlines():
-        name, _, value = line.partition("=")
-        if name.strip() == key and value.strip().isdigit():
-            return int(value.strip())
+        name, _, value = line.split("#", 1)[0].partition("=")
+        if name.strip() != key:
+            continue
+        value = value.strip()
+        if value.isdigit() and 1 <= int(value) <= 65535:
+            return int(value)
+        raise ServerError(f"{config} says `{key} = {value}` (an older pgfactory-kit may have written it), but a "
+                          f"port is a whole number between 1 and 65535. What to do: {fix}.")
     return None
 
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import psutil
 import psycopg2
 
 from ..errors import PgBouncerError, PgBouncerMissingError
@@ -340,10 +341,12 @@ class LocalPgBouncer:
         if pid is None:
             return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
+            cmdline = psutil.Process(pid).cmdline()
+        except (psutil.AccessDenied, psutil.ZombieProcess):
             return pid
-        return pid if str(real / INI_FILE).encode() in cmdline else None
+        except psutil.NoSuchProcess:
+            return None
+        return pid if str(real / INI_FILE) in cmdline else None
 
     def _configured_port(self) -> int | None:
         """The port in the config of a PgBouncer that already runs for this server."""

