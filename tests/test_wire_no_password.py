@@ -30,9 +30,9 @@ def everything_the_tap_shows(tap: WireTap) -> str:
     fig = sequence_diagram({"conversation": messages})
     svg = io.StringIO()
     fig.savefig(svg, format="svg")
-    shown = [repr(tap), str(tap), messages.to_string(), messages.to_csv(), repr(tap._record), repr(tap.operations()),
+    shown = [repr(tap), str(tap), messages.to_string(), messages.to_csv(), repr(tap._records()), repr(tap.operations()),
              svg.getvalue()]
-    shown += [frame.detail.decode("latin-1") for _, _, frame in tap._record if isinstance(frame.detail, bytes)]
+    shown += [frame.detail.decode("latin-1") for _, _, frame in tap._records() if isinstance(frame.detail, bytes)]
     return "\n".join(shown)
 
 
