@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib import colormaps
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
@@ -400,3 +401,38 @@ def _draw_lanes(ax: Any, name: str, groups: list[tuple[str, str, int, int]], row
 
 FIGURES = ("latency_distribution", "speedup", "sessions_opened", "throughput_vs_threads", "p95_vs_threads",
            "cost_vs_rtt", "connect_breakdown", "sequence_diagram")
+
+
+def pool_sizes(summary: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
+    """Two panels against client threads: throughput (ops/s) and p95 time, one line per pool size,
+    the reference strategies dashed (strategies named by ``lessons.measure.pool_label``)."""
+    fig = Figure(figsize=(12, 5), layout="constrained")
+    axes = fig.subplots(1, 2)
+    fig.suptitle("Pool size against client threads (SELECT 1)", fontsize=13, fontweight="bold")
+    if machine:
+        fig.supxlabel(summary_line(machine), fontsize=8.5, color="#555555")
+    strategies = list(dict.fromkeys(summary["strategy"]))
+    pools = sorted((s for s in strategies if s.startswith("pool, max_size=")), key=lambda s: int(s.split("=")[1]))
+    strategies = pools + [s for s in strategies if s not in pools]
+    shades = colormaps["Blues"]
+    for ax, column, ylabel in ((axes[0], "ops_per_s", "operations per second, all threads (log scale)"),
+                               (axes[1], "p95_ms", "95th percentile time per operation (ms, log scale)")):
+        for strategy in strategies:
+            part = summary[summary["strategy"] == strategy].sort_values("threads")
+            if strategy in pools:
+                shade = 0.35 + 0.6 * pools.index(strategy) / max(1, len(pools) - 1)
+                style = dict(color=shades(shade), marker="o", linestyle="-")
+            else:
+                style = dict(color=color(strategy), marker="s", linestyle="--")
+            ax.plot(part["threads"], part[column], label=label(strategy), **style)
+        threads = sorted(summary["threads"].unique())
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(threads, [str(t) for t in threads])
+        ax.set_yscale("log")
+        ax.set_xlabel("client threads running operations at the same time")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.4, which="both")
+    axes[0].set_title("throughput (higher is better)")
+    axes[1].set_title("slow operations (lower is better)")
+    axes[1].legend(fontsize=9)
+    return fig

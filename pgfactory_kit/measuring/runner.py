@@ -360,7 +360,10 @@ class Scenario:
 def _progress(progress: bool | Progress | None, total: int, desc: str) -> Iterator[Progress | None]:
     """True: a tqdm bar of ``total`` blocks, closed afterwards; False or None: no bar; else the caller's bar."""
     if progress is True:
-        from tqdm.auto import tqdm
+        with warnings.catch_warnings():
+            # In a notebook without ipywidgets tqdm falls back to text bars, and says so: noise for a learner.
+            warnings.filterwarnings("ignore", message="IProgress not found")
+            from tqdm.auto import tqdm
         with tqdm(total=total, desc=desc, unit="block", leave=False) as bar:
             yield bar
     elif progress is False or progress is None:
