@@ -11,13 +11,19 @@ import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg2
 import psycopg2.extensions
 
 from ..errors import explain_connect_error
 from ..settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from ..servers.postgres import LocalServer
 
 QUICK_ENV = "PGFACTORY_QUICK"
 REPORT_DIR_ENV = "PGFACTORY_REPORT_DIR"
@@ -57,7 +63,7 @@ def _probe(settings: ConnectionSettings) -> None:
     conn.close()
 
 
-def kit_server(settings: ConnectionSettings):
+def kit_server(settings: ConnectionSettings) -> LocalServer | None:
     """The kit's ``LocalServer`` behind ``settings``, or None when the server is someone else's
     (then the notebooks never stop or restart it). Looks in ``PGFACTORY_DATA_DIR`` or ``.pgfactory/``."""
     from ..servers.postgres import LocalServer
@@ -241,7 +247,7 @@ def report_dir() -> Path | None:
     return path
 
 
-def save_csv(df: Any, name: str) -> Path | None:
+def save_csv(df: pd.DataFrame, name: str) -> Path | None:
     """Save a DataFrame as ``<report dir>/<name>.csv`` when the report runs; return the path or None."""
     folder = report_dir()
     if folder is None:
@@ -251,7 +257,7 @@ def save_csv(df: Any, name: str) -> Path | None:
     return path
 
 
-def save_figure(fig: Any, name: str) -> Path | None:
+def save_figure(fig: Figure, name: str) -> Path | None:
     """Save a matplotlib figure as ``<report dir>/<name>.png`` when the report runs."""
     folder = report_dir()
     if folder is None:

@@ -10,11 +10,14 @@ import contextlib
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..errors import StrategyUnavailable
 from ..factory import make_factory
 from ..settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    from ..servers.postgres import LocalServer
 
 STRATEGIES = ("connect_per_query", "reused", "pool", "psycopg2_pool", "psycopg_pool", "pgbouncer")
 DEFAULT_STRATEGIES = ("connect_per_query", "reused", "pool")
@@ -26,6 +29,14 @@ DESCRIPTIONS = {
     "psycopg_pool": "psycopg 3's psycopg_pool.ConnectionPool (production-grade pool)",
     "pgbouncer": "a new connection per operation, but to PgBouncer, which keeps server sessions open",
 }
+
+
+class Connection(Protocol):
+    """What a workload needs of a connection: psycopg2's and psycopg 3's both have it."""
+
+    def cursor(self) -> Any: ...
+
+    def commit(self) -> None: ...
 
 
 # ------------------------------------------------------------------------------------- workloads
@@ -40,7 +51,7 @@ class Workload:
     fetch: bool = True
     commit: bool = False
 
-    def run(self, conn: Any) -> None:
+    def run(self, conn: Connection) -> None:
         """Execute the statement on ``conn`` (psycopg2 or psycopg 3), fetch, commit when it writes."""
         cur = conn.cursor()
         try:
@@ -78,18 +89,18 @@ class Strategy:
     autocommit: bool
     pool_size: int = 4
     name: str = "strategy"
-    server: Any = None
+    server: LocalServer | None = None
     route: Callable[[ConnectionSettings], ConnectionSettings] | None = None
     notes: list[str] = field(default_factory=list)
 
-    def factory(self) -> Callable[[], Any]:
+    def factory(self) -> Callable[[], Connection]:
         return make_factory(self.settings, autocommit=self.autocommit)
 
     def open(self) -> None:
         """Untimed set-up (pools open here)."""
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Connection]:
         raise NotImplementedError
         yield  # pragma: no cover
 
@@ -104,7 +115,7 @@ class ConnectPerQuery(Strategy):
         self._factory = self.factory()
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Connection]:
         conn = self._factory()
         try:
             yield conn
@@ -120,7 +131,7 @@ class Reused(Strategy):
         self._reused = ReusedConnection(self.factory())
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Connection]:
         with self._reused.connection() as conn:
             yield conn
 
@@ -136,7 +147,7 @@ class Pool(Strategy):
         self._pool = ConnectionPool(self.factory(), min_size=1, max_size=self.pool_size, name="bench")
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Connection]:
         with self._pool.connection() as conn:
             yield conn
 
@@ -156,7 +167,7 @@ class Psycopg2Pool(Strategy):
         self._slots = threading.BoundedSemaphore(self.pool_size)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Connection]:
         with self._slots:
             conn = self._pool.getconn()
             ok = False
@@ -194,7 +205,7 @@ class PsycopgPool(Strategy):
         self._pool.wait(timeout=30)
 
     @contextlib.contextmanager
-    def connection(self) -> Iterator[Any]:
+    def connection(self) -> Iterator[Connection]:
         with self._pool.connection() as conn:
             yield conn
 
@@ -247,7 +258,7 @@ _CLASSES: dict[str, type[Strategy]] = {
 
 
 def make_strategy(name: str, settings: ConnectionSettings, workload: Workload, pool_size: int,
-                  server: Any = None,
+                  server: LocalServer | None = None,
                   route: Callable[[ConnectionSettings], ConnectionSettings] | None = None) -> Strategy:
     """A new, unopened strategy called ``name``; ``route`` sends a strategy's own endpoints (PgBouncer)
     through the same added network delay as the server."""
