@@ -74,9 +74,10 @@ class WireTap(DelayProxy):
                          listen_host=listen_host, listen_port=listen_port)
         self.max_messages = check_int("WireTap", "max_messages", max_messages, 1, 100_000_000)
         self.dropped = 0  # messages decoded after the record was full
-        # (t, connection, the frames of one chunk as plain tuples)
-        self._chunks: list[tuple[float, int, tuple[tuple[str, str, int, bytes | str], ...]]] = []
-        self._kept = 0  # frames in _chunks
+        # The record, flat: t, connection, direction, name, length, detail for each message in turn. Only
+        # floats, ints, strings and bytes: nothing in it for the garbage collector to track or scan.
+        self._flat: list[Any] = []
+        self._kept = 0  # messages in _flat
         self._pending: list[tuple[float, _Connection, str | None, bytes]] = []  # arrived, not yet decoded
         self._pending_bytes = 0
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -139,9 +140,9 @@ class WireTap(DelayProxy):
             if not frames:
                 return
         self._kept += len(frames)
-        # Plain tuples (not lists, not Frame, a tuple subclass): the garbage collector stops tracking
-        # them once it has seen them instead of scanning the whole record on every full collection.
-        self._chunks.append((t, number, tuple(map(tuple, frames))))
+        extend = self._flat.extend
+        for direction, name, length, detail in frames:
+            extend((t, number, direction, name, length, detail))
 
     # ------------------------------------------------------------------ operations
     @contextlib.contextmanager
@@ -207,7 +208,7 @@ class WireTap(DelayProxy):
     def clear(self) -> None:
         """Forget the record and the operations (the connections stay as they are)."""
         self._flush_now()
-        self._chunks.clear()
+        self._flat.clear()
         self._kept = 0
         self._operations.clear()
         self.dropped = 0
@@ -216,8 +217,9 @@ class WireTap(DelayProxy):
     def _records(self) -> list[tuple[float, int, Frame]]:
         """(t, connection, frame) per kept message, in arrival order (queued chunks decoded first)."""
         self._flush_now()
-        make = Frame._make
-        return [(t, number, make(frame)) for t, number, frames in list(self._chunks) for frame in frames]
+        flat = self._flat[:6 * self._kept]
+        return [(flat[i], flat[i + 1], Frame(flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5]))
+                for i in range(0, len(flat), 6)]
 
     def _rows(self, operation: str | None) -> list[tuple[float, int, Frame]]:
         rows = self._records()
