@@ -123,36 +123,35 @@ class ConnectPerQuery(Strategy):
             conn.close()
 
 
-class Reused(Strategy):
+class _Lender(Strategy):
+    """A strategy whose connections come from one object that ``open()`` makes (``self._lender``), with a
+    ``connection()`` context manager and ``close()``: ReusedConnection, ConnectionPool, psycopg_pool."""
+
+    _lender: Any
+
+    @contextlib.contextmanager
+    def connection(self) -> Iterator[Connection]:
+        with self._lender.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self._lender.close()
+
+
+class Reused(_Lender):
     """One connection, handed out again and again (``ReusedConnection``); threads take turns."""
 
     def open(self) -> None:
         from ..pooling.reuse import ReusedConnection
-        self._reused = ReusedConnection(self.factory())
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        with self._reused.connection() as conn:
-            yield conn
-
-    def close(self) -> None:
-        self._reused.close()
+        self._lender = ReusedConnection(self.factory())
 
 
-class Pool(Strategy):
+class Pool(_Lender):
     """The kit's ``ConnectionPool`` with ``max_size=pool_size``."""
 
     def open(self) -> None:
         from ..pooling.pool import ConnectionPool
-        self._pool = ConnectionPool(self.factory(), min_size=1, max_size=self.pool_size, name="bench")
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn:
-            yield conn
-
-    def close(self) -> None:
-        self._pool.close()
+        self._lender = ConnectionPool(self.factory(), min_size=1, max_size=self.pool_size, name="bench")
 
 
 class Psycopg2Pool(Strategy):
@@ -187,7 +186,7 @@ class Psycopg2Pool(Strategy):
         self._pool.closeall()
 
 
-class PsycopgPool(Strategy):
+class PsycopgPool(_Lender):
     """psycopg 3's ``psycopg_pool.ConnectionPool`` (install the ``compare`` extra)."""
 
     def open(self) -> None:
@@ -199,18 +198,10 @@ class PsycopgPool(Strategy):
                 "psycopg_pool skipped: psycopg 3 and psycopg-pool are not installed "
                 "(install them with `pip install -e '.[compare]'`).") from None
         conninfo = psycopg.conninfo.make_conninfo(**self.settings.connect_kwargs())
-        self._pool = psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=self.pool_size,
-                                                 kwargs={"autocommit": self.autocommit}, open=True,
-                                                 name="bench-psycopg")
-        self._pool.wait(timeout=30)
-
-    @contextlib.contextmanager
-    def connection(self) -> Iterator[Connection]:
-        with self._pool.connection() as conn:
-            yield conn
-
-    def close(self) -> None:
-        self._pool.close()
+        self._lender = psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=self.pool_size,
+                                                   kwargs={"autocommit": self.autocommit}, open=True,
+                                                   name="bench-psycopg")
+        self._lender.wait(timeout=30)
 
 
 class PgBouncerPerQuery(ConnectPerQuery):
