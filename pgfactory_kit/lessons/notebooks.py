@@ -97,7 +97,10 @@ def execute(path: Path, env: Mapping[str, str] | None = None, *, timeout: float 
     from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
 
     nb = nbformat.read(path, as_version=4)
+    from .kernels import kernel_manager_class
+
     client = NotebookClient(nb, timeout=cell_timeout, kernel_name=KERNEL_NAME, allow_errors=False,
+                            kernel_manager_class=kernel_manager_class(),  # IPC: no "TCP without encryption" warning
                             resources={"metadata": {"path": str(Path(path).parent)}})
     started = time.monotonic()
     error: str | None = None
