@@ -221,3 +221,38 @@ def test_nb04_fails_an_overhead_in_seconds() -> None:
 
     with pytest.raises(ExerciseFailed, match="looks like seconds"):
         nb04.check_reading(0.005, 10.0, "smaller", select1_summary(), slow_query_ms=5.0)
+
+
+# ------------------------------------------------------------------------------ 06: read the fitted lines
+def rtt_fit():
+    import pandas as pd
+
+    return pd.DataFrame({"strategy": ["connect_per_query", "reused", "pool"], "fixed_ms": [8.0, 0.1, 0.12],
+                         "round_trips": [6.2, 1.05, 1.1]})
+
+
+def test_nb06_passes_the_added_round_trips_the_prediction_and_network() -> None:
+    from pgfactory_kit.lessons.exercises import nb06
+
+    assert nb06.check_reading(6.2 - 1.05, 8.0 + 6.2 * 20, "network", rtt_fit(), rtt_ms=20)
+
+
+def test_nb06_fails_all_round_trips_counted_as_connecting() -> None:
+    from pgfactory_kit.lessons.exercises import nb06
+
+    with pytest.raises(ExerciseFailed, match="the query itself is one"):
+        nb06.check_reading(6.2, 8.0 + 6.2 * 20, "network", rtt_fit(), rtt_ms=20)
+
+
+def test_nb06_fails_a_prediction_with_the_one_way_delay() -> None:
+    from pgfactory_kit.lessons.exercises import nb06
+
+    with pytest.raises(ExerciseFailed, match="half the RTT"):
+        nb06.check_reading(5.15, 8.0 + 6.2 * 10, "network", rtt_fit(), rtt_ms=20)
+
+
+def test_nb06_fails_work_when_the_waiting_dominates() -> None:
+    from pgfactory_kit.lessons.exercises import nb06
+
+    with pytest.raises(ExerciseFailed, match="of waiting for the network"):
+        nb06.check_reading(5.15, 8.0 + 6.2 * 20, "work", rtt_fit(), rtt_ms=20)
