@@ -68,10 +68,11 @@ def build_report(notebooks: list[Path], out: Path, *, quick: bool = False,
 
 
 def kernel_environment(data_dir: Path, quick: bool) -> dict[str, str]:
-    """What the kernels inherit: this environment, the CSV folder, quick mode, inline plots."""
+    """What the kernels inherit: this environment, the CSV folder, quick mode, inline plots, no progress bars."""
     env = dict(os.environ)
     env[REPORT_DIR_ENV] = str(data_dir)
     env.pop("MPLBACKEND", None)  # the kernel's inline backend puts the plots into the pages
+    env["TQDM_DISABLE"] = "1"  # progress belongs in the terminal (the report's own bar); the pages show results
     if quick:
         env[QUICK_ENV] = "1"
     return env
