@@ -60,3 +60,11 @@ def test_the_slope_fitted_from_timings_agrees_with_the_round_trips_counted_on_th
                             repeats=1, progress=False)
     check = slope_vs_counted(bench.fit_rtt_model(sweep.results), counted)
     assert check["agrees"].all(), check.to_string()
+
+
+def test_each_round_trip_of_a_connect_per_query_operation_is_explained(watch) -> None:
+    table = watch.explained("connect_per_query", 1)
+    assert list(table["client"][:5]) == ["SSLRequest", "StartupMessage", "SASLInitialResponse", "SASLResponse",
+                                         "Query"]
+    assert list(watch.explained("reused", 2)["server"]) == [
+        "RowDescription, DataRow, CommandComplete, ReadyForQuery"]

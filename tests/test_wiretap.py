@@ -12,7 +12,7 @@ import pytest
 
 from pgfactory_kit.measuring.proxy import DelayProxy
 from pgfactory_kit.measuring.wire_protocol import MALFORMED
-from pgfactory_kit.measuring.wiretap import MESSAGE_COLUMNS, WireTap
+from pgfactory_kit.measuring.wiretap import MESSAGE_COLUMNS, WireTap, round_trip_table
 
 from .test_latency import IO_TIMEOUT_S, EchoServer, _roundtrip
 
@@ -171,3 +171,22 @@ def test_bad_constructor_arguments_are_refused_naming_the_parameter(cls, kwargs,
 def test_max_messages_must_be_a_positive_whole_number(value) -> None:
     with pytest.raises((TypeError, ValueError), match="WireTap: max_messages"):
         WireTap("127.0.0.1", 5432, max_messages=value)
+
+
+def test_the_round_trip_table_says_what_each_round_trip_is(settings) -> None:
+    with WireTap(settings.host, settings.port) as tap:
+        conn = psycopg2.connect(**tapped_kwargs(settings, tap, sslmode="prefer"))
+        conn.autocommit = True
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+        conn.close()
+        tap.settle()
+        table = round_trip_table(tap.messages())
+    assert list(table["round_trip"]) == [1, 2, 3, 4, 5, 0]
+    assert list(table["client"]) == ["SSLRequest", "StartupMessage", "SASLInitialResponse", "SASLResponse", "Query",
+                                     "Terminate"]
+    assert table["server"].iloc[0] == "SSLResponse" and table["server"].iloc[1] == "AuthenticationSASL"
+    assert table["server"].iloc[3].startswith("AuthenticationSASLFinal, AuthenticationOk, ")
+    assert "× ParameterStatus" in table["server"].iloc[3] and table["server"].iloc[3].endswith("ReadyForQuery")
+    assert table["server"].iloc[-1] == "(no reply awaited)"
+    assert (table["round_trip"] > 0).sum() == 5

@@ -16,7 +16,7 @@ import psycopg2.extensions
 
 from ..factory import KitConnection
 from ..measuring.strategies import make_strategy, make_workload
-from ..measuring.wiretap import WireTap
+from ..measuring.wiretap import WireTap, round_trip_table
 from ..settings import ConnectionSettings
 
 WATCHED_STRATEGIES = ("connect_per_query", "reused", "pool")
@@ -46,6 +46,10 @@ class WireWatch:
         """The messages of ``strategy``'s operation ``number`` (1 = the first)."""
         part = self.messages[(self.messages["strategy"] == strategy) & (self.messages["number"] == number)]
         return part.reset_index(drop=True)
+
+    def explained(self, strategy: str, number: int) -> Any:
+        """What each round trip of that operation is: client sends, server answers (``round_trip_table``)."""
+        return round_trip_table(self.operation(strategy, number))
 
     def conversations(self, number: int | None = None) -> dict[str, Any]:
         """Panel title -> one operation's messages, per strategy, for ``plots.sequence_diagram``: the

@@ -54,13 +54,6 @@ def check_host(owner: str, name: str, value: Any) -> str:
     return value
 
 
-def _observe_quietly(observe: Any, data: bytes) -> None:
-    try:
-        observe(data)
-    except Exception:  # an observer's fault must never stop the bytes
-        pass
-
-
 class DelayProxy:
     """``with DelayProxy("127.0.0.1", 5432, delay_ms=10) as proxy:`` connect to ``proxy.port`` instead."""
 
@@ -241,7 +234,10 @@ class DelayProxy:
                     data = b""
                 await queue.put((max(loop.time() + delay, not_before), data))
                 if observe is not None:
-                    _observe_quietly(observe, data)
+                    try:
+                        observe(data)
+                    except Exception:  # an observer's fault must never stop the bytes
+                        pass
                 if not data:
                     return
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -28,19 +29,16 @@ FLUSH_BYTES = 1 << 20  # ...or until this many bytes wait
 class _Connection:
     """One proxied connection as the tap sees it: its decoder and how many directions have ended."""
 
-    __slots__ = ("tap", "number", "conversation", "eof")
+    __slots__ = ("tap", "number", "conversation", "eof", "from_client", "from_server")
 
     def __init__(self, tap: WireTap, number: int) -> None:
         self.tap = tap
         self.number = number
         self.conversation = Conversation()
         self.eof = 0
-
-    def from_client(self, data: bytes) -> None:
-        self.tap._arrived(self, CLIENT, data)
-
-    def from_server(self, data: bytes) -> None:
-        self.tap._arrived(self, SERVER, data)
+        # What the proxy calls for each chunk: straight into the tap's queue (one call, no wrapper).
+        self.from_client = functools.partial(tap._arrived, self, CLIENT)
+        self.from_server = functools.partial(tap._arrived, self, SERVER)
 
     def decode(self, direction: str | None, data: bytes) -> list[Frame]:
         """The frames of one chunk; ``b""`` is the end of a direction, ``direction`` None the teardown."""
@@ -242,6 +240,40 @@ class WireTap(DelayProxy):
             if start <= t <= end:
                 out.setdefault(number, []).append(frame.direction)
         return out
+
+
+def round_trip_table(messages: Any) -> Any:
+    """One row per round trip in ``messages`` (rows of ``WireTap.messages()``): conn, round_trip (1, 2,
+    ...), what the client sent and what the server answered, bursts collapsed (``15× ParameterStatus``).
+    Client messages nobody answered (Terminate) are a last row with round_trip 0."""
+    import pandas as pd
+
+    def collapse(names: list[str]) -> str:
+        runs: list[list[Any]] = []
+        for name in names:
+            if runs and runs[-1][0] == name:
+                runs[-1][1] += 1
+            else:
+                runs.append([name, 1])
+        return ", ".join(f"{n}× {name}" if n > 1 else name for name, n in runs)
+
+    rows = []
+    for conn, part in messages.groupby("conn", sort=False):
+        trip, sent, answer = 0, [], []
+        for direction, name in zip(part["direction"], part["name"], strict=True):
+            if direction == CLIENT and answer:
+                trip += 1
+                rows.append(dict(conn=conn, round_trip=trip, client=collapse(sent), server=collapse(answer)))
+                sent, answer = [], []
+            if direction == CLIENT:
+                sent.append(name)
+            elif sent:
+                answer.append(name)
+        if sent and answer:
+            rows.append(dict(conn=conn, round_trip=trip + 1, client=collapse(sent), server=collapse(answer)))
+        elif sent:
+            rows.append(dict(conn=conn, round_trip=0, client=collapse(sent), server="(no reply awaited)"))
+    return pd.DataFrame(rows, columns=["conn", "round_trip", "client", "server"])
 
 
 def _round_trips(directions: list[str]) -> int:
