@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
+from . import checks
 from .paths import find_upwards, kit_env_file
 
 DEFAULT_HOST = "127.0.0.1"
@@ -21,6 +22,7 @@ DEFAULT_DBNAME = "mydatabase"
 DEFAULT_USER = "myuser"
 DEFAULT_PASSWORD = "mypassword"
 MASK = "****"
+SSLMODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 # libpq keywords we understand; anything else in a DSN is an error that names the key.
 _KEYWORDS = {
@@ -45,23 +47,22 @@ class ConnectionSettings:
     application_name: str = "pgfactory_kit"
 
     def __post_init__(self) -> None:
-        try:
-            port = int(self.port)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"port must be a number between 1 and 65535, got {self.port!r}; "
-                "check PGPORT / PGFACTORY_DSN"
-            ) from None
-        if not 0 < port < 65536:
-            raise ValueError(f"port must be between 1 and 65535, got {port}")
+        """Check every field, naming it (TypeError: wrong kind, ValueError: out of range). Numbers may come
+        as text (from a DSN or the environment)."""
+        port = checks.whole_number("port", self.port, minimum=1, maximum=65535, allow_text=True,
+                                   hint="check PGPORT / PGFACTORY_DSN")
         object.__setattr__(self, "port", port)
-        try:
-            timeout = int(self.connect_timeout)
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"connect_timeout must be a whole number of seconds, got {self.connect_timeout!r}"
-            ) from None
+        timeout = checks.whole_number("connect_timeout", self.connect_timeout, minimum=0, maximum=86_400,
+                                      allow_text=True, hint="seconds to wait for the server; 0 waits forever")
         object.__setattr__(self, "connect_timeout", timeout)
+        for name in ("host", "dbname", "user"):
+            checks.text(name, getattr(self, name))
+        kind = type(self.password).__name__  # never the value: it is a password
+        if self.password is not None and not isinstance(self.password, str):
+            raise TypeError(f"password must be a string or None, got a {kind}")
+        checks.one_of("sslmode", self.sslmode, SSLMODES, allow_none=True)
+        if not isinstance(self.application_name, str):
+            raise TypeError(f"application_name must be a string, got {self.application_name!r}")
 
     def __repr__(self) -> str:
         pw = None if self.password is None else MASK

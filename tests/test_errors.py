@@ -133,11 +133,12 @@ def test_something_that_is_not_postgresql_on_the_port_is_named(settings):
 def test_malformed_dsn_on_the_command_line_is_explained_without_the_password(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("PGFACTORY_HOME", str(tmp_path))
     dsn = f"postgresql://admin:{SECRET}@127.0.0.1:notaport/postgres"
-    with within(10):
-        code = main(["provision", "--check", "--dsn", dsn])
+    with within(10), pytest.raises(SystemExit) as refused:  # refused while parsing (issue #17)
+        main(["provision", "--check", "--dsn", dsn])
     out = capfd.readouterr()
-    assert code == 1
-    assert "malformed DSN URL" in out.err and "postgresql://user:password@host:port/dbname" in out.err
+    assert refused.value.code == 2
+    assert "--dsn" in out.err and "malformed DSN URL" in out.err
+    assert "postgresql://user:password@host:port/dbname" in out.err
     assert SECRET not in out.out + out.err
 
 

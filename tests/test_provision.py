@@ -314,8 +314,12 @@ class Run:
 
 
 def cli(capfd: pytest.CaptureFixture[str], *args: str) -> Run:
-    """``pgfactory-kit ARGS`` in this process (the same ``main`` the console script calls)."""
-    code = main(list(args))
+    """``pgfactory-kit ARGS`` in this process (the same ``main`` the console script calls); a command line
+    refused while parsing gives argparse's exit status."""
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 2
     out = capfd.readouterr()
     return Run(code, out.out, out.err)
 
@@ -339,7 +343,7 @@ def test_cli_provision_check_drop_never_prints_a_password(server, tmp_path, monk
         refused = cli(capfd, *base, "--learners", "2", "--connection-limit", "500")
         assert refused.returncode == 1 and "max_connections" in refused.stderr
         missing = cli(capfd, *base)
-        assert missing.returncode == 1 and "--learners N" in missing.stderr
+        assert missing.returncode == 2 and "--learners N" in missing.stderr  # refused before connecting
         dropped = cli(capfd, *base, "--drop")
         assert dropped.returncode == 0 and "pvcli1, pvcli2" in dropped.stdout
         for result in (created, again, checked, refused, missing, dropped):
@@ -358,6 +362,7 @@ def test_cli_is_wired_into_the_pgfactory_kit_command():
 def test_cli_without_a_kit_server_says_to_run_up_or_pass_a_dsn(tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("PGFACTORY_HOME", str(tmp_path))
     monkeypatch.delenv("PGFACTORY_ADMIN_DSN", raising=False)
+    (tmp_path / "nothing").mkdir()  # a folder with no server in it
     result = cli(capfd, "provision", "--check", "--data-dir", str(tmp_path / "nothing"))
     assert result.returncode == 1
     assert "pgfactory-kit up" in result.stderr and "--dsn" in result.stderr

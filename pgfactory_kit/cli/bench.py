@@ -20,6 +20,7 @@ from ..measuring import plots
 from ..measuring import runner as bench
 from ..measuring.strategies import STRATEGIES
 from ..settings import ConnectionSettings
+from . import options
 
 if TYPE_CHECKING:
     from ..servers.postgres import LocalServer
@@ -37,39 +38,64 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The bench subcommand's options."""
     parser.add_argument("--quick", action="store_true",
                         help="a short run (under a minute on 2 cores) that still gives a stable ratio")
-    parser.add_argument("--out", type=Path, default=Path("bench-results"),
+    parser.add_argument("--out", type=options.folder_to_create, default=Path("bench-results"),
                         help="folder for the CSV, JSON and PNG files (default: bench-results/)")
     parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES),
                         help="strategies to compare (default: all; unavailable ones are skipped with a note)")
     parser.add_argument("--workload", choices=("select1", "select_all", "insert"), default="select1",
                         help="what each operation does (default: select1)")
-    parser.add_argument("--operations", type=int, default=None,
+    parser.add_argument("--operations", type=_whole("operations", "e.g. --operations 100"), default=None,
                         help="timed operations per strategy and repeat (default: 100 quick, 300 full)")
-    parser.add_argument("--repeats", type=int, default=None, help="repeats (default: 2 quick, 3 full)")
-    parser.add_argument("--warmup", type=int, default=None,
+    parser.add_argument("--repeats", type=_whole("repeats", "e.g. --repeats 3"), default=None,
+                        help="repeats (default: 2 quick, 3 full)")
+    parser.add_argument("--warmup", type=_whole("warmup", "e.g. --warmup 10 (0 for none)"), default=None,
                         help="untimed warm-up operations per strategy (default: 10 quick, 30 full)")
-    parser.add_argument("--threads", type=int, nargs="+", default=None,
+    parser.add_argument("--threads", type=_whole("threads", "give thread counts, e.g. --threads 1 2 4"), nargs="+",
+                        default=None,
                         help="thread counts for the thread sweep (default: 1 2 4 quick, 1 2 4 8 full; one value "
                              "skips the sweep)")
-    parser.add_argument("--rtt-ms", type=float, nargs="+", default=None,
+    parser.add_argument("--rtt-ms", type=options.real(0.0, bench.MAX_RTT_MS, "give round-trip times in "
+                                                      "milliseconds, e.g. --rtt-ms 0 5 10"), nargs="+", default=None,
                         help="added round-trip times in ms for the network sweep (default: 0 5 10 quick, "
                              "0 5 10 20 full; 0 alone skips it)")
-    parser.add_argument("--pool-size", type=int, default=4, help="max_size of the pools (default: 4)")
+    parser.add_argument("--pool-size", type=_whole("pool_size", "e.g. --pool-size 4"), default=4,
+                        help="max_size of the pools (default: 4)")
     parser.add_argument("--auth", choices=bench.AUTH_METHODS, default=None,
                         help="authentication method of the main run (kit's server only; default scram-sha-256)")
     parser.add_argument("--transport", choices=bench.TRANSPORTS, default="tcp",
                         help="transport of the main run (kit's server only for unix/tls; default tcp)")
-    parser.add_argument("--dsn", default=None,
+    parser.add_argument("--dsn", type=options.dsn, default=None,
                         help="measure this server instead of the kit's own (no auth/transport choice, no "
                              "connect-cost breakdown); PGFACTORY_DSN works too")
     parser.add_argument("--no-breakdown", action="store_true", help="skip the connect-cost breakdown")
-    parser.add_argument("--data-dir", type=Path, default=None,
+    parser.add_argument("--data-dir", type=options.folder_to_create, default=None,
                         help="the kit's server to measure (default: .pgfactory/data in the project)")
-    parser.add_argument("--port", type=int, default=None,
+    parser.add_argument("--port", type=options.PORT, default=None,
                         help="its port (default: $PGFACTORY_PORT or 15432)")
-    parser.add_argument("--bin-dir", type=Path, default=None,
+    parser.add_argument("--bin-dir", type=options.bin_folder, default=None,
                         help="PostgreSQL binaries for that server, e.g. ones built with SSL to measure TLS "
                              "(/usr/lib/postgresql/15/bin; use a separate --data-dir)")
+
+
+def _whole(field: str, hint: str) -> Any:
+    """An argparse type for one of Scenario's whole-number fields, with the Scenario's own limits."""
+    low, high = {name: (lo, hi) for name, lo, hi in bench.LIMITS}[field]
+    return options.whole(low, high, hint)
+
+
+def validate(args: argparse.Namespace) -> str | None:
+    """Options that cannot go together (checked before any server, proxy or progress bar starts)."""
+    if args.dsn is not None:
+        kit_only = [flag for flag, value in (("--data-dir", args.data_dir), ("--port", args.port),
+                                             ("--bin-dir", args.bin_dir)) if value is not None]
+        if kit_only:
+            return (f"--dsn measures that server; {', '.join(kit_only)} choose the kit's own. Give one or the "
+                    "other.")
+        if args.auth is not None:
+            return "--auth needs the kit's own server (it logs in as a role per method): leave out --dsn or --auth"
+        if args.transport == "unix":
+            return "--transport unix needs the kit's own server (its socket folder): leave out --dsn, or use tcp"
+    return None
 
 
 def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, LocalServer | None]:
@@ -134,9 +160,9 @@ def _run(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     preset = QUICK if args.quick else FULL
-    operations = args.operations or preset["operations"]
+    operations = args.operations if args.operations is not None else preset["operations"]
     warmup = args.warmup if args.warmup is not None else preset["warmup"]
-    repeats = args.repeats or preset["repeats"]
+    repeats = args.repeats if args.repeats is not None else preset["repeats"]
     threads = sorted(set(args.threads or preset["threads"]))
     rtts = sorted(set(args.rtt_ms if args.rtt_ms is not None else preset["rtt_ms"]))
     base = bench.Scenario(strategies=args.strategies, workload=args.workload, pool_size=args.pool_size)

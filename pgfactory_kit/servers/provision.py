@@ -11,14 +11,12 @@ the same name that they own, seeded with the lesson's table and closed to everyo
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import io
 import os
 import re
 import secrets
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,8 +27,8 @@ import psycopg2
 import psycopg2.extensions
 from psycopg2 import sql
 
-from .. import paths
-from ..errors import KitConnectError, ProvisionError, scrub
+from .. import checks, paths
+from ..errors import ProvisionError
 from ..factory import make_factory
 from ..settings import ConnectionSettings
 from .hba import weak_rules
@@ -43,6 +41,7 @@ ADMIN_HEADROOM = 5        # connections kept free for the instructor and monitor
 RECOMMENDED_LIMIT = 15    # a pool's default max_size (10) plus the direct connections the lessons open
 MIN_LIMIT = 2             # below this a learner cannot even compare two connections
 MAX_LEARNERS = 500
+MAX_CONNECTION_LIMIT = 10_000
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
 
@@ -149,7 +148,28 @@ def learner_names(prefix: str, learners: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(1, learners + 1)]
 
 
+def check_arguments(admin_settings: ConnectionSettings, *, learners: int, prefix: str,
+                    connection_limit: int | None, out: str | os.PathLike[str] | None, host: str | None,
+                    reset_passwords: bool) -> None:
+    """``provision``'s arguments, each checked and named before anything connects or writes."""
+    if not isinstance(admin_settings, ConnectionSettings):
+        raise TypeError(f"admin_settings must be a ConnectionSettings, got {type(admin_settings).__name__}; for "
+                        "a DSN write ConnectionSettings.from_dsn(dsn)")
+    checks.whole_number("learners", learners, minimum=1, maximum=MAX_LEARNERS)
+    check_prefix(prefix)
+    if connection_limit is not None:
+        checks.whole_number("connection_limit", connection_limit, minimum=1, maximum=MAX_CONNECTION_LIMIT)
+    path = checks.path("out", out, allow_none=True)
+    if path is not None:
+        checks.writable_file("out", path)
+    checks.text("host", host, allow_none=True)
+    if not isinstance(reset_passwords, bool):
+        raise TypeError(f"reset_passwords must be True or False, got {reset_passwords!r}")
+
+
 def check_prefix(prefix: str) -> None:
+    if not isinstance(prefix, str):
+        raise TypeError(f"prefix must be a string such as 'learner', got {prefix!r}")
     if not _PREFIX_RE.match(prefix):
         raise ProvisionError(f"--prefix {prefix!r} is not usable: use lower-case letters, digits and _, "
                              "starting with a letter, at most 41 characters (e.g. --prefix learner)")
@@ -217,6 +237,9 @@ class _Admin:
     """The instructor's autocommit connection, with the queries provisioning needs."""
 
     def __init__(self, settings: ConnectionSettings) -> None:
+        if not isinstance(settings, ConnectionSettings):
+            raise TypeError(f"admin_settings must be a ConnectionSettings, got {type(settings).__name__}; for a "
+                            "DSN write ConnectionSettings.from_dsn(dsn)")
         self.settings = settings
         self.conn = _connect(settings)
 
@@ -292,7 +315,10 @@ def provision(admin_settings: ConnectionSettings, learners: int, prefix: str = D
     """Create (or confirm) ``learners`` roles and databases; write the credentials file.
 
     Existing learners keep their password (read back from ``out``) unless ``reset_passwords``.
-    Raises ProvisionError when the limits do not fit ``max_connections`` or a name is taken."""
+    Raises ProvisionError when the limits do not fit ``max_connections`` or a name is taken; TypeError /
+    ValueError naming the argument, before connecting, for a value of the wrong kind or out of range."""
+    check_arguments(admin_settings, learners=learners, prefix=prefix, connection_limit=connection_limit,
+                    out=out, host=host, reset_passwords=reset_passwords)
     names = learner_names(prefix, learners)
     out_path = Path(out) if out is not None else default_credentials_file(prefix)
     known = read_credentials(out_path)
@@ -469,103 +495,3 @@ def _table_rows(admin_settings: ConnectionSettings, name: str) -> int | None:
             return int(cur.fetchone()[0])
     finally:
         conn.close()
-
-
-# ----------------------------------------------------------------------------- CLI
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``pgfactory-kit provision``."""
-    action = parser.add_mutually_exclusive_group()
-    action.add_argument("--drop", action="store_true", help="end the learners' sessions, drop their databases "
-                        "and roles, delete the credentials file")
-    action.add_argument("--check", action="store_true", help="report which learners exist, their limits and "
-                        "sessions, and the connection budget")
-    parser.add_argument("--learners", type=int, metavar="N", help="how many learners (needed to provision)")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX,
-                        help="role and database names are PREFIX1..PREFIXN (default: learner)")
-    parser.add_argument("--dsn", default=None, metavar="ADMIN_DSN",
-                        help="a superuser DSN for the shared server (default: $PGFACTORY_ADMIN_DSN, else the "
-                        "kit's own server's admin role); prefer the variable: command lines are visible in ps")
-    parser.add_argument("--out", type=Path, default=None, metavar="FILE",
-                        help="credentials file, CSV learner,database,dsn, mode 0600 "
-                        "(default: .pgfactory/PREFIX-credentials.csv)")
-    parser.add_argument("--connection-limit", type=int, default=None, metavar="K",
-                        help="CONNECTION LIMIT per learner (default: a fair share of max_connections, at most "
-                        f"{RECOMMENDED_LIMIT})")
-    parser.add_argument("--host", default=None, help="host name the learners use in their DSNs "
-                        "(default: the admin connection's host)")
-    parser.add_argument("--reset-passwords", action="store_true",
-                        help="give existing learners new passwords (default: keep them)")
-    parser.add_argument("--data-dir", type=Path, default=None, help="the kit's server to use when no DSN is given")
-    parser.add_argument("--port", type=int, default=None, help="that server's port")
-
-
-def admin_settings_from_args(args: argparse.Namespace) -> ConnectionSettings:
-    """--dsn, else $PGFACTORY_ADMIN_DSN, else the kit's own server's admin role."""
-    dsn = args.dsn or os.environ.get("PGFACTORY_ADMIN_DSN")
-    if dsn:
-        return ConnectionSettings.from_dsn(dsn).with_(connect_timeout=10)
-    from .postgres import LocalServer
-    server = LocalServer(data_dir=args.data_dir, port=args.port)
-    try:
-        return server.admin_settings()
-    except OSError:
-        raise ProvisionError(
-            f"the kit's server in {server.data_dir} has no admin credentials (never started?). What to do: "
-            "run `pgfactory-kit up` first, or pass --dsn / PGFACTORY_ADMIN_DSN for a shared server.") from None
-
-
-def run(args: argparse.Namespace) -> int:
-    """Provision, drop or check; prints names, limits and the credentials file path, never a password."""
-    admin = None
-    try:
-        admin = admin_settings_from_args(args)
-        if args.check:
-            _print_check(check(admin, args.prefix))
-        elif args.drop:
-            dropped = drop(admin, args.prefix, out=args.out, progress=_progress)
-            print(f"Dropped {len(dropped)} learner(s) of prefix {args.prefix!r}"
-                  + (f": {', '.join(dropped)}" if dropped else " (none existed)") + ".")
-        else:
-            if args.learners is None:
-                raise ProvisionError("say how many learners: --learners N (or --check / --drop)")
-            _print_result(provision(admin, args.learners, args.prefix, connection_limit=args.connection_limit,
-                                    out=args.out, host=args.host, reset_passwords=args.reset_passwords,
-                                    progress=_progress))
-        return 0
-    except (ProvisionError, KitConnectError, ValueError) as exc:
-        print(f"pgfactory-kit provision: {scrub(str(exc), admin.password if admin else None)}", file=sys.stderr)
-        return 1
-    except psycopg2.Error as exc:
-        text = scrub(str(exc).strip(), admin.password if admin else None)
-        print(f"pgfactory-kit provision: the server refused a step: {text}\nWhat to do: fix the cause above and "
-              "rerun; provisioning is idempotent.", file=sys.stderr)
-        return 1
-
-
-def _progress(step: str) -> None:
-    print(f"  {step}", file=sys.stderr, flush=True)
-
-
-def _print_result(result: ProvisionResult) -> None:
-    print(f"{'learner':<20} {'database':<20} {'limit':>5}  status")
-    for learner in result.learners:
-        print(f"{learner.name:<20} {learner.dbname:<20} {learner.connection_limit:>5}  {learner.status}")
-    print(f"Connection budget: {result.budget.arithmetic()}; "
-          f"learners use {len(result.learners)} x {result.learners[0].connection_limit}.")
-    for warning in result.warnings:
-        print(f"Warning: {warning}")
-    print(f"Credentials: {result.credentials_file} (mode 0600; hand each learner only their own line)")
-
-
-def _print_check(report: CheckReport) -> None:
-    if not report.learners:
-        print(f"No learners of prefix {report.prefix!r} exist.")
-    else:
-        print(f"{'learner':<20} {'limit':>5} {'database':>9} {'sessions':>8} {'rows':>6}")
-        for s in report.learners:
-            rows = "-" if s.table_rows is None else str(s.table_rows)
-            print(f"{s.name:<20} {s.connection_limit:>5} {'yes' if s.database_exists else 'MISSING':>9} "
-                  f"{s.sessions:>8} {rows:>6}")
-    print(f"Connection budget: {report.budget.arithmetic()}.")
-    for warning in report.warnings:
-        print(f"Warning: {warning}")
