@@ -23,6 +23,7 @@ from .conftest import ROOT, free_port, started_server
 from .node_tools import node_bin
 
 SAMPLE_CONFIG = ROOT / "docs" / "hub" / "jupyterhub_config.py"
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="JupyterHub does not run on Windows")
 BIN = Path(sys.executable).parent
 HUB_START_S = 60
 SPAWN_S = 120

@@ -21,10 +21,10 @@ BIN = Path(sys.executable).parent
 
 
 def _tool(name: str) -> str:
-    path = BIN / name
-    if not path.exists():
-        pytest.fail(f"{name} is missing from this environment: `make setup` installs the dev extra")
-    return str(path)
+    path = shutil.which(name, path=str(BIN))  # name.exe on Windows
+    if path is None:
+        pytest.fail(f"{name} is missing from this environment: `make setup` installs the dev and repo2docker extras")
+    return path
 
 
 def _check_jsonschema(*args: str) -> subprocess.CompletedProcess:
