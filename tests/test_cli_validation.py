@@ -10,6 +10,7 @@ import hashlib
 import io
 import math
 import os
+import socket
 import string
 import time
 from collections.abc import Iterator
@@ -19,9 +20,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from pgfactory_kit import LocalServer
 from pgfactory_kit.cli import main
 
-from .conftest import free_port
+from .conftest import free_port, started_server
 
 OLD_CONF = "# Written by pgfactory-kit on every start; edit LocalServer instead.\nport = 15999\n"
 # Generous: a refused command does no I/O beyond argparse; this bounds "starts no work", it is no benchmark.
@@ -156,6 +158,22 @@ def test_conflicting_or_missing_options_are_refused_before_any_work(project, arg
 def test_a_malformed_dsn_is_refused_without_echoing_its_password(project) -> None:
     err = assert_refused(project, ["bench", "--dsn", "postgresql://u:hunter2-secret@h:notaport/db"], "--dsn")
     assert "hunter2-secret" not in err
+
+
+def test_up_on_a_taken_port_fails_and_leaves_the_servers_files_as_they_were(tmp_path_factory) -> None:
+    with started_server(tmp_path_factory, "taken") as srv, socket.socket() as blocker:
+        srv.stop()
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen()
+        taken = blocker.getsockname()[1]
+        real = srv._real_data_dir()
+        managed = [real / "pgfactory_kit.conf", real / "pg_hba.conf", srv.state_dir / "kit.env",
+                   srv.state_dir / "pgpass"]
+        before = {path: path.read_bytes() for path in managed}
+        code, err, _ = run_cli(["up", "--data-dir", str(srv.data_dir), "--port", str(taken)])
+        assert code == 1 and f"port {taken}" in err and "What to do" in err, err
+        assert {path: path.read_bytes() for path in managed} == before
+        assert LocalServer(data_dir=srv.data_dir).port == srv.port  # status/down still find the server
 
 
 # ----------------------------------------------------------------------------- generated bad values

@@ -201,9 +201,10 @@ class LocalServer:
                 # Checked before the config is written: a port that is taken leaves the files as they were.
                 self._recover_from_crash(real)
                 self._check_port_free()
-            rules_changed = self._write_config(bin_dir, real, runas)
-            if not running:
-                self._pg_ctl_start(bin_dir, real, runas)
+            with _restored_on_failure(real / CONF_FILE, real / "pg_hba.conf"):
+                rules_changed = self._write_config(bin_dir, real, runas)
+                if not running:
+                    self._pg_ctl_start(bin_dir, real, runas)
             self._bootstrap(real, reload_rules=running and rules_changed)
             self._write_env_files()
         return self.settings()
@@ -591,6 +592,23 @@ def _reload_config(cur: psycopg2.extensions.cursor, admin: ConnectionSettings, t
         time.sleep(0.05)
     raise ServerStartError(f"the server did not reload its configuration within {timeout_s:g}s; "
                            "What to do: `pgfactory-kit restart`.")
+
+
+@contextlib.contextmanager
+def _restored_on_failure(*files: Path) -> Iterator[None]:
+    """Put ``files`` back as they were (or remove them) when the block fails: a start that fails must
+    not leave settings behind that the next command would trip over."""
+    saved = {path: path.read_text(encoding="utf-8") if path.is_file() else None for path in files}
+    try:
+        yield
+    except BaseException:
+        for path, text in saved.items():
+            with contextlib.suppress(OSError):
+                if text is None:
+                    path.unlink(missing_ok=True)
+                else:
+                    _replace_file(path, text)
+        raise
 
 
 def _replace_file(path: Path, text: str) -> None:
