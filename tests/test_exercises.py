@@ -256,3 +256,97 @@ def test_nb06_fails_work_when_the_waiting_dominates() -> None:
 
     with pytest.raises(ExerciseFailed, match="of waiting for the network"):
         nb06.check_reading(5.15, 8.0 + 6.2 * 20, "work", rtt_fit(), rtt_ms=20)
+
+
+# ------------------------------------------------------------------------------ 08: the capstone service
+def service_pool(settings):
+    from pgfactory_kit import ConnectionPool
+
+    return ConnectionPool(make_factory(settings, autocommit=True, session={"statement_timeout": "2s"}),
+                          min_size=0, max_size=2, timeout=5)
+
+
+def service_list_names(pool):
+    import psycopg2
+
+    for attempt in (1, 2):
+        conn = None
+        try:
+            with pool.connection() as conn, conn.cursor() as cur:
+                cur.execute("SELECT name FROM mytable ORDER BY id")
+                return [name for (name,) in cur.fetchall()]
+        except psycopg2.OperationalError:
+            if attempt == 2 or conn is None or not conn.closed:
+                raise
+    return []
+
+
+def service_add_name(pool, name):
+    with pool.connection() as conn, conn.cursor() as cur:
+        cur.execute("INSERT INTO mytable (name) VALUES (%s)", (name,))
+
+
+def test_nb08_passes_the_worked_service(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb08
+
+    assert nb08.check_service(service_pool, service_list_names, service_add_name, settings, requests=8)
+
+
+def test_nb08_fails_a_service_that_retries_its_write(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb08
+
+    def add_with_retry(pool, name):
+        import psycopg2
+
+        for attempt in (1, 2):
+            try:
+                return service_add_name(pool, name)
+            except psycopg2.OperationalError:
+                if attempt == 2:
+                    raise
+        return None
+
+    with pytest.raises(ExerciseFailed, match="a write is not retried blindly"):
+        nb08.check_service(service_pool, service_list_names, add_with_retry, settings, requests=8)
+
+
+def test_nb08_fails_a_read_without_a_retry(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb08
+
+    def list_once(pool):
+        with pool.connection() as conn, conn.cursor() as cur:
+            cur.execute("SELECT name FROM mytable ORDER BY id")
+            return [name for (name,) in cur.fetchall()]
+
+    with pytest.raises(ExerciseFailed, match="retries once when its connection was lost"):
+        nb08.check_service(service_pool, list_once, service_add_name, settings, requests=8)
+
+
+def test_nb08_fails_a_pool_without_timeouts(settings) -> None:
+    from pgfactory_kit import ConnectionPool
+    from pgfactory_kit.lessons.exercises import nb08
+
+    def default_pool(s):
+        return ConnectionPool(make_factory(s, autocommit=True), min_size=0, max_size=2)
+
+    with pytest.raises(ExerciseFailed, match="pool timeout of at most 10 s"):
+        nb08.check_service(default_pool, service_list_names, service_add_name, settings, requests=8)
+
+
+def test_nb08_fails_reads_that_open_a_transaction(settings) -> None:
+    from pgfactory_kit import ConnectionPool
+    from pgfactory_kit.lessons.exercises import nb08
+
+    def transactional_pool(s):
+        return ConnectionPool(make_factory(s, session={"statement_timeout": "2s"}), min_size=0, max_size=2, timeout=5)
+
+    with pytest.raises(ExerciseFailed, match="one round trip per read"):
+        nb08.check_service(transactional_pool, service_list_names, service_add_name, settings, requests=8)
+
+
+def test_nb08_measures_the_blogs_way_as_a_connection_per_request(settings) -> None:
+    from pgfactory_kit.lessons.exercises import nb08
+
+    blog = nb08.measure(nb08.blog_pool, service_list_names, service_add_name, settings, requests=4)
+    assert blog["connections"] == 4 and blog["sessions_opened"] == 4, blog
+    assert blog["round_trips_list"] == 5, "SSLRequest, start-up, two SCRAM exchanges, the query"
