@@ -277,3 +277,9 @@ def test_provision_refuses_generated_bad_values(project, case) -> None:
 def test_report_refuses_generated_bad_values(project, case) -> None:
     command, option, value = case
     _check_generated(project, command, option, value, ["--quick"])
+
+
+@BOUNDED
+@given(value=paths("folder"))
+def test_notebooks_refuses_a_folder_it_cannot_create(project, value) -> None:
+    assert_refused(project, ["notebooks", "--", value], "folder")

@@ -4,10 +4,11 @@ from __future__ import annotations
 import argparse
 
 from ..lessons.copy_lessons import copy_notebooks
+from . import options
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("folder", help="where to put the notebooks (created if missing)")
+    parser.add_argument("folder", type=options.folder_to_create, help="where to put the notebooks (created if missing)")
     parser.add_argument("--force", action="store_true",
                         help="overwrite notebooks already there (default: keep them, they may hold your work)")
 
