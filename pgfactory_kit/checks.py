@@ -8,6 +8,7 @@ the same rules, so the command line and the Python API refuse the same values in
 from __future__ import annotations
 
 import math
+import numbers
 import os
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ def whole_number(name: str, value: Any, *, minimum: int | None = None, maximum: 
                  hint: str = "", allow_text: bool = False) -> int:
     """``value`` as an int within ``[minimum, maximum]``. Strings of digits only when ``allow_text``
     (values read from a DSN or an environment variable); never a bool or a float with a fraction."""
-    kinds = (int, str) if allow_text else (int,)
+    kinds = (numbers.Integral, str) if allow_text else (numbers.Integral,)  # numpy's ints are Integral too
     if isinstance(value, bool) or not isinstance(value, kinds):
         raise TypeError(f"{name} must be a whole number, got {value!r} ({type(value).__name__}){_tail(hint)}")
     if isinstance(value, str):
@@ -49,7 +50,7 @@ def whole_number(name: str, value: Any, *, minimum: int | None = None, maximum: 
 def real_number(name: str, value: Any, *, minimum: float | None = None, maximum: float | None = None,
                 above: float | None = None, unit: str = "", hint: str = "") -> float:
     """``value`` as a finite float within ``[minimum, maximum]`` (and ``> above`` when given)."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r} ({type(value).__name__}){_tail(hint)}")
     number = float(value)
     if not math.isfinite(number):

@@ -343,7 +343,7 @@ class Scenario:
     def __post_init__(self) -> None:
         """Each field checked on its own, named in the message (TypeError: wrong kind, ValueError: range)."""
         for name, low, high in LIMITS:
-            checks.whole_number(name, getattr(self, name), minimum=low, maximum=high)
+            object.__setattr__(self, name, checks.whole_number(name, getattr(self, name), minimum=low, maximum=high))
         object.__setattr__(self, "strategies", checks.names("strategies", self.strategies, STRATEGIES))
         checks.one_of("workload", self.workload, WORKLOADS)
         checks.one_of("auth", self.auth, AUTH_METHODS, allow_none=True)
