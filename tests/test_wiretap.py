@@ -190,3 +190,21 @@ def test_the_round_trip_table_says_what_each_round_trip_is(settings) -> None:
     assert "× ParameterStatus" in table["server"].iloc[3] and table["server"].iloc[3].endswith("ReadyForQuery")
     assert table["server"].iloc[-1] == "(no reply awaited)"
     assert (table["round_trip"] > 0).sum() == 5
+
+
+def test_a_large_transfer_is_decoded_in_bounded_batches(settings) -> None:
+    """More than FLUSH_BYTES in one go: the queue of raw chunks is decoded before it grows past the bound."""
+    from pgfactory_kit.measuring.wiretap import FLUSH_BYTES
+
+    with WireTap(settings.host, settings.port) as tap:
+        conn = psycopg2.connect(**tapped_kwargs(settings, tap))
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT repeat('x', 1000) FROM generate_series(1, 3000)")
+                assert len(cur.fetchall()) == 3000
+            assert tap._pending_bytes < FLUSH_BYTES + 65536
+        finally:
+            conn.close()
+        tap.settle()
+        rows = tap.messages().query("name == 'DataRow'")
+    assert len(rows) == 3000 and set(rows["summary"]) == {"1 column, 1004 bytes (values not shown)"}

@@ -103,10 +103,10 @@ class WireTap(DelayProxy):
         """The hot path: stamp and queue the chunk; decoding waits for a batch."""
         self._pending.append((time.perf_counter() - self._t0, connection, direction, data))
         self._pending_bytes += len(data)
-        if self._flush_timer is None and self._loop is not None:
-            self._flush_timer = self._loop.call_later(FLUSH_AFTER_S, self._flush)
-        elif self._pending_bytes >= FLUSH_BYTES:
+        if self._pending_bytes >= FLUSH_BYTES:
             self._flush()
+        elif self._flush_timer is None and self._loop is not None:
+            self._flush_timer = self._loop.call_later(FLUSH_AFTER_S, self._flush)
 
     def _flush(self) -> None:
         """Decode every queued chunk in arrival order (on the loop, or after it stopped)."""
