@@ -40,11 +40,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+NOT_SOURCES = shutil.ignore_patterns(".git", ".venv", ".pgfactory", "node_modules", "report", "bench-results",
+                                     "test-artifacts", "__pycache__", "*.egg-info", "build", "dist")
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
-    """``pip wheel .`` of the working tree (build isolation: what a user's pip does)."""
+    """``pip wheel .`` of a copy of the working tree without build leftovers (setuptools' build/ would carry
+    stale files into the wheel), with build isolation: what a user's pip does on a fresh clone."""
     out = tmp_path_factory.mktemp("wheel")
-    run([PYTHON, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, ROOT], timeout=BUILD_TIMEOUT_S)
+    source = out / "source"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCES)
+    run([PYTHON, "-m", "pip", "wheel", "--no-deps", "-q", "-w", out, source], timeout=BUILD_TIMEOUT_S)
     (found,) = out.glob("pgfactory_kit-*.whl")
     return found
 
@@ -60,11 +67,12 @@ def test_wheel_carries_the_exercises_the_seed_sql_and_the_notebooks(wheel):
 
 def test_the_wheels_copies_are_identical_to_the_one_source(wheel):
     """data/initdb and notebooks/ are the sources (docker-compose mounts data/initdb): the wheel copies them
-    at build time, byte for byte."""
+    at build time, byte for byte (compared with the tree the wheel was built from: the working tree's copy)."""
+    tree = wheel.parent / "source"
     with zipfile.ZipFile(wheel) as archive:
-        sources = [(path, "initdb", ROOT / "data" / "initdb") for path in (ROOT / "data" / "initdb").glob("*.sql")]
-        sources += [(path, "notebooks", ROOT / "notebooks")
-                    for path in [*(ROOT / "notebooks").rglob("*.ipynb"), ROOT / "notebooks" / "README.md"]
+        sources = [(path, "initdb", tree / "data" / "initdb") for path in (tree / "data" / "initdb").glob("*.sql")]
+        sources += [(path, "notebooks", tree / "notebooks")
+                    for path in [*(tree / "notebooks").rglob("*.ipynb"), tree / "notebooks" / "README.md"]
                     if ".ipynb_checkpoints" not in path.parts]
         assert len(sources) > 10
         for path, prefix, source in sources:
@@ -182,9 +190,7 @@ def nobody_repo():
     """A copy of the repository owned by `nobody`, as repo2docker hands REPO_DIR to the notebook user."""
     folder = Path(tempfile.mkdtemp(prefix="pgfactory-binder-"))
     repo = folder / "repo"
-    shutil.copytree(ROOT, repo, ignore=shutil.ignore_patterns(".git", ".venv", ".pgfactory", "node_modules",
-                                                              "report", "bench-results", "test-artifacts",
-                                                              "__pycache__", "*.egg-info", "build"))
+    shutil.copytree(ROOT, repo, ignore=NOT_SOURCES)
     for path in [folder, *repo.rglob("*"), repo]:
         os.lchown(path, 65534, 65534)
     try:
