@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ["bench_pool.py", "bench_pgbouncer.py", "bench_wiretap.py"]
+BENCHMARKS = ["bench_pool.py", "bench_pgbouncer.py", "bench_wiretap.py", "bench_refusal.py"]
 
 
 def main(argv: list[str]) -> int:

@@ -42,3 +42,12 @@ def test_bench_wiretap_compares_the_tap_with_the_plain_proxy_and_prices_decoding
                         "--decode-rounds", "2")
     assert "| SELECT 1 on a held connection" in out and "| connect + close (ms/connect)" in out
     assert "µs/message" in out and "Messages dropped by the cap during the run: 0" in out
+
+
+@pytest.mark.timeout(300)
+def test_bench_refusal_times_each_refused_command_line_in_a_fresh_process():
+    result = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_refusal.py"), "--repeats", "1",
+                             "--no-write"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for row in ("pgfactory-kit up --port 70000", "pgfactory-kit bench --rtt-ms 0 -5", "interpreter start"):
+        assert row in result.stdout

@@ -152,6 +152,7 @@ def test_up_brings_a_server_with_the_old_rules_to_scram_only_and_says_so_once(tm
         assert len(lines) == 1 and "trust" in lines[0] and "scram-sha-256" in lines[0], lines
         assert weak_rules(srv) == []
         assert passwordless_login_fails(srv, "auth_trust")
+        assert "auth_trust" not in login_roles(srv)  # the old comparison role cannot log in at all now
         assert main(["up", *args]) == 0          # already upgraded: nothing to say
         assert "pg_hba.conf" not in capsys.readouterr().out
         assert main(["down", *args]) == 0        # a stopped server with the old rules

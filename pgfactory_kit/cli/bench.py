@@ -13,17 +13,20 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psycopg2
 
-from ..measuring import plots
-from ..measuring import runner as bench
+from ..measuring import choices
 from ..measuring.strategies import STRATEGIES
 from ..settings import ConnectionSettings
 from . import options
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from ..servers.postgres import LocalServer
+
+# numpy, pandas and matplotlib (runner, plots) are imported when a run starts, not to parse options:
+# a refused command line costs no import time.
 
 # Time limits (s) bound each run even on a busy machine; a run that hits one stops early and says so.
 QUICK = dict(operations=100, warmup=10, repeats=2, threads=[1, 2, 4], rtt_ms=[0.0, 5.0, 10.0],
@@ -54,15 +57,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         default=None,
                         help="thread counts for the thread sweep (default: 1 2 4 quick, 1 2 4 8 full; one value "
                              "skips the sweep)")
-    parser.add_argument("--rtt-ms", type=options.real(0.0, bench.MAX_RTT_MS, "give round-trip times in "
+    parser.add_argument("--rtt-ms", type=options.real(0.0, choices.MAX_RTT_MS, "give round-trip times in "
                                                       "milliseconds, e.g. --rtt-ms 0 5 10"), nargs="+", default=None,
                         help="added round-trip times in ms for the network sweep (default: 0 5 10 quick, "
                              "0 5 10 20 full; 0 alone skips it)")
     parser.add_argument("--pool-size", type=_whole("pool_size", "e.g. --pool-size 4"), default=4,
                         help="max_size of the pools (default: 4)")
-    parser.add_argument("--auth", choices=bench.AUTH_METHODS, default=None,
+    parser.add_argument("--auth", choices=choices.AUTH_METHODS, default=None,
                         help="authentication method of the main run (kit's server only; default scram-sha-256)")
-    parser.add_argument("--transport", choices=bench.TRANSPORTS, default="tcp",
+    parser.add_argument("--transport", choices=choices.TRANSPORTS, default="tcp",
                         help="transport of the main run (kit's server only for unix/tls; default tcp)")
     parser.add_argument("--dsn", type=options.dsn, default=None,
                         help="measure this server instead of the kit's own (no auth/transport choice, no "
@@ -79,7 +82,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _whole(field: str, hint: str) -> Any:
     """An argparse type for one of Scenario's whole-number fields, with the Scenario's own limits."""
-    low, high = {name: (lo, hi) for name, lo, hi in bench.LIMITS}[field]
+    low, high = {name: (lo, hi) for name, lo, hi in choices.LIMITS}[field]
     return options.whole(low, high, hint)
 
 
@@ -103,6 +106,7 @@ def _target(args: argparse.Namespace) -> tuple[ConnectionSettings | None, LocalS
     dsn = args.dsn or os.environ.get("PGFACTORY_DSN") or os.environ.get("DATABASE_URL")
     if dsn:
         return ConnectionSettings.from_dsn(dsn), None
+    from ..measuring import runner as bench
     from ..servers.compose import docker_instead_of
     from ..servers.postgres import LocalServer
     server = LocalServer(data_dir=args.data_dir, port=args.port, bin_dir=args.bin_dir)
@@ -157,7 +161,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import pandas as pd
     from tqdm.auto import tqdm
+
+    from ..measuring import plots
+    from ..measuring import runner as bench
 
     preset = QUICK if args.quick else FULL
     operations = args.operations if args.operations is not None else preset["operations"]

@@ -110,7 +110,9 @@ def cmd_restart(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole command line; with ``command``, only that subcommand's module is imported (the others
+    are listed by name and help), so parsing, and refusing, a command line costs no one else's imports."""
     parser = argparse.ArgumentParser(
         prog="pgfactory-kit",
         description="The kit's own PostgreSQL (127.0.0.1, scram-sha-256, data in .pgfactory/) and tools.")
@@ -138,6 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
     for name, (module, help_text) in SUBCOMMAND_MODULES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if command is not None and name != command:
+            continue
         # A subcommand that cannot be imported is a broken installation: let the ImportError say so.
         mod = importlib.import_module(module)
         mod.add_arguments(p)
@@ -146,8 +150,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_in(argv: list[str]) -> str:
+    """The subcommand's name: the first word that is not an option (the top level has only -h)."""
+    return next((word for word in argv if not word.startswith("-")), "")
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(_command_in(argv))
     args = parser.parse_args(argv)  # a bad value exits here, with status 2 and the option's name
     validate = getattr(args, "validate", None)
     problem = validate(args) if validate is not None else None

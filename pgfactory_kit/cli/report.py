@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from .. import paths
-from ..lessons.report import LESSON_GLOB, build_report, find_notebooks
 from . import options
 
 
@@ -28,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Write the report into ``args.out``; the exit code is 0 only if every notebook ran cleanly."""
+    from ..lessons.report import LESSON_GLOB, build_report, find_notebooks  # nbformat: slow to import
+
     folder = args.notebooks or paths.project_root() / "notebooks"
     notebooks = find_notebooks(folder, args.only)
     if not notebooks:

@@ -29,6 +29,7 @@ from .. import checks
 from ..errors import explain_connect_error
 from ..servers.throwaway import comparison_server
 from ..settings import ConnectionSettings
+from .choices import AUTH_METHODS, LIMITS, MAX_RTT_MS, PRIVATE_AUTH, TRANSPORTS, WORKLOADS
 from .machine import machine_summary, server_version, summary_line
 from .stats import GROUP_COLUMNS, fit_rtt_model, strategy_rank, summarize
 from .strategies import (
@@ -48,14 +49,6 @@ __all__ = ["BenchResult", "Scenario", "Progress", "run_benchmark", "run_scenario
            "thread_scenarios", "rtt_scenarios", "thread_sweep", "rtt_sweep", "summarize", "fit_rtt_model",
            "connect_breakdown", "combine", "STRATEGIES", "DEFAULT_STRATEGIES", "TRANSPORTS", "AUTH_METHODS"]
 
-TRANSPORTS = ("tcp", "unix", "tls")
-AUTH_METHODS = ("scram-sha-256", "md5", "trust")
-WORKLOADS = ("select1", "select_all", "insert")
-MAX_RTT_MS = 10_000.0
-# (field, minimum, maximum) of Scenario's whole-number fields: beyond these a run is a mistake, not a plan.
-LIMITS = (("operations", 1, 1_000_000), ("warmup", 0, 100_000), ("repeats", 1, 100), ("threads", 1, 64),
-          ("pool_size", 1, 1000), ("blocks", 1, 10_000), ("block_warmup", 0, 1000), ("seed", 0, 2**32 - 1))
-PRIVATE_AUTH = ("md5", "trust")  # measured on a private server: the kit's own accepts scram-sha-256 only
 RESULT_COLUMNS = ["strategy", "scenario", "workload", "thread", "repeat", "phase", "block", "op", "start_ns", "ns",
                   "backend_pid", "threads", "rtt_ms", "auth", "transport"]
 DEFAULT_TIME_LIMIT_S = 900.0
