@@ -119,7 +119,11 @@ class ConnectionSettings:
 
         The password comes from ``PGPASSWORD`` or from the pgpass file that ``PGPASSFILE`` names."""
         values = read_env_file(path)
-        return cls._from_pg_vars(values, base=Path(path).parent)
+        try:
+            return cls._from_pg_vars(values, base=Path(path).parent)
+        except (TypeError, ValueError) as exc:  # e.g. a port an older version wrote
+            raise ValueError(f"{path} is not usable: {exc}. What to do: `pgfactory-kit up` rewrites it "
+                             "(or delete the file)") from None
 
     @classmethod
     def from_compose_env(cls, path: str | os.PathLike[str]) -> ConnectionSettings:

@@ -83,6 +83,15 @@ def test_connection_settings_refuses_generated_bad_values_naming_the_field(case)
     assert_names(info.value, name)
 
 
+def test_an_env_file_left_invalid_by_an_older_version_is_reported_with_the_file_and_the_fix(tmp_path) -> None:
+    env_file = tmp_path / "kit.env"
+    env_file.write_text("PGHOST=127.0.0.1\nPGPORT=70000\nPGDATABASE=mydatabase\nPGUSER=myuser\n")
+    with pytest.raises(ValueError) as info:
+        ConnectionSettings.from_env({"PGFACTORY_ENV_FILE": str(env_file)})
+    assert str(env_file) in str(info.value) and "70000" in str(info.value)
+    assert "pgfactory-kit up" in str(info.value)
+
+
 def test_connection_settings_still_reads_numbers_from_a_dsn() -> None:
     s = ConnectionSettings.from_dsn("host=h port=6543 connect_timeout=3")
     assert (s.port, s.connect_timeout) == (6543, 3)
