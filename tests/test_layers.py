@@ -111,3 +111,17 @@ def test_an_upward_import_from_pooling_is_reported(tmp_path, source, culprit):
     (root / "pooling" / "pool.py").write_text("from ..errors import X\n" + source)
     found = violations(root)
     assert found == [f"pgfactory_kit.pooling.pool (pooling) imports {culprit} ({layer(culprit)})"]
+
+
+def test_importing_the_lessons_loads_neither_pandas_nor_matplotlib():
+    """Every notebook's first cell and each exercise checker import ``pgfactory_kit.lessons``; the heavy
+    libraries load only when a helper that draws or tabulates is called (docs/layout.md)."""
+    import subprocess
+    import sys
+
+    probe = ("import sys, pgfactory_kit.lessons, pgfactory_kit.lessons.exercises; "
+             "print(sorted(m for m in ('pandas', 'matplotlib') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                            cwd=PACKAGE.parent, check=False)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "[]"

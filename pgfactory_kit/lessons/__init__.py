@@ -5,7 +5,7 @@ measure.py wraps the measuring layer for notebooks 04-06; limits.py runs a small
 connections (notebook 05); exercises/ holds the challenge checkers,
 notebooks.py executes notebooks and report.py writes ``report/``.
 """
-from ..measuring.stats import cloud_table, predict_ms
+from ..measuring.predict import cloud_table, predict_ms
 from .lesson import (
     activity,
     backend_pid,

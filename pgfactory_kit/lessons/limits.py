@@ -12,9 +12,8 @@ import queue as queue_module
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psycopg2
 import psycopg2.extensions
 
@@ -23,6 +22,9 @@ from ..pooling.pool import ConnectionPool
 from ..servers.postgres import LocalServer
 from ..servers.throwaway import ThrowawayServer, start_throwaway_server
 from ..settings import ConnectionSettings
+
+if TYPE_CHECKING:
+    import pandas as pd  # loaded by the helpers that build tables, not at import
 
 
 # ---------------------------------------------------------------------------- a small server of our own
@@ -96,6 +98,8 @@ def many_clients(settings: ConnectionSettings, clients: int, hold_s: float = 0.3
     """``clients`` threads connect at once, each running ``SELECT pg_backend_pid(), pg_sleep(hold_s)``
     (so their sessions overlap) then closing. One row per client: ok, server backend PID, error.
     Bounded: each connect has a 5 s timeout, the whole run ``timeout_s``."""
+    import pandas as pd
+
     kwargs = settings.with_(connect_timeout=5, application_name="pgfactory_kit_client").connect_kwargs()
     rows: list[dict[str, Any]] = [dict(client=i, ok=False, backend_pid=None, error="did not finish in time")
                                   for i in range(clients)]
@@ -175,6 +179,8 @@ def processes_with_pools(settings: ConnectionSettings, processes: int, max_size:
     own ConnectionPool(max_size) whose connections are all in use at the same moment. One row per process:
     connections it got, connections the server refused, the first error. Bounded by ``timeout_s``;
     a process still running then is terminated."""
+    import pandas as pd
+
     ctx = multiprocessing.get_context("spawn")  # a fresh interpreter per worker, like gunicorn's workers
     barrier = ctx.Barrier(processes)
     results = ctx.Queue()
@@ -204,6 +210,8 @@ def processes_with_pools(settings: ConnectionSettings, processes: int, max_size:
 
 def outcomes(clients: pd.DataFrame) -> pd.DataFrame:
     """How many clients of ``many_clients`` succeeded, and how many met each error."""
+    import pandas as pd
+
     labels = clients["error"].where(~clients["ok"], "ok: connected, queried, closed").fillna("unknown")
     counts = labels.value_counts()
     return pd.DataFrame({"outcome": counts.index, "clients": counts.to_numpy()})

@@ -13,17 +13,19 @@ import io
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import psycopg2
-from matplotlib.figure import Figure
 
-from ..measuring import plots
-from ..measuring import runner as bench
-from ..servers.postgres import LocalServer
 from ..settings import ConnectionSettings
 from .lesson import kit_server, save_csv, save_figure
+
+if TYPE_CHECKING:  # pandas, matplotlib and the bench load when a helper needs them, not at import
+    import pandas as pd
+    from matplotlib.figure import Figure
+
+    from ..measuring.runner import BenchResult
+    from ..servers.postgres import LocalServer
 
 SUMMARY_COLUMNS = ["workload", "strategy", "n", "median_ms", "p95_ms", "ops_per_s", "ratio", "ratio_low",
                    "ratio_high"]
@@ -52,7 +54,7 @@ def show_figure(fig: Figure, name: str) -> None:
     display(Image(data=buffer.getvalue(), format="png"))
 
 
-def save_result(result: bench.BenchResult, name: str) -> list[Path]:
+def save_result(result: BenchResult, name: str) -> list[Path]:
     """Save a ``BenchResult``'s results, summary and sessions as ``<name>_*.csv`` in the report folder
     (only when the report runs; otherwise nothing is written). Returns the files written."""
     written = [save_csv(result.results, f"{name}_results"), save_csv(result.summary(), f"{name}_summary"),
@@ -90,9 +92,11 @@ def pool_label(size: int) -> str:
 
 def pool_size_sweep(settings: ConnectionSettings | None = None, *, pool_sizes: Sequence[int] = (1, 2, 4, 8),
                     threads: Sequence[int] = (1, 2, 4, 8), reference: Sequence[str] = ("connect_per_query",),
-                    **kwargs: Any) -> bench.BenchResult:
+                    **kwargs: Any) -> BenchResult:
     """``bench.thread_sweep`` once per pool size (strategy renamed ``"pool, max_size=N"``), plus one sweep
     of the ``reference`` strategies; all combined into one ``BenchResult``."""
+    from ..measuring import runner as bench
+
     parts = []
     for size in pool_sizes:
         part = bench.thread_sweep(settings, threads=threads, strategies=("pool",), pool_size=size, **kwargs)
@@ -106,12 +110,16 @@ def pool_size_sweep(settings: ConnectionSettings | None = None, *, pool_sizes: S
 
 def pool_sizes_figure(summary: pd.DataFrame, machine: dict[str, Any] | None = None) -> Figure:
     """``plots.pool_sizes``: throughput and p95 against client threads, one line per pool size."""
+    from ..measuring import plots
+
     return plots.pool_sizes(summary, machine)
 
 
 # ---------------------------------------------------------------------------- small wrappers the notebooks call
-def run_workloads(workloads: Sequence[str] = ("select_all", "insert"), **kwargs: Any) -> bench.BenchResult:
+def run_workloads(workloads: Sequence[str] = ("select_all", "insert"), **kwargs: Any) -> BenchResult:
     """``bench.run_benchmark`` once per workload (same strategies and sizes), combined into one result."""
+    from ..measuring import runner as bench
+
     return bench.combine([bench.run_benchmark(workload=w, **kwargs) for w in workloads])
 
 
@@ -119,6 +127,8 @@ def time_connect_and_query(settings: ConnectionSettings, samples: int = 5, timeo
                            settle_s: float = 0.3) -> pd.DataFrame:
     """Time ``samples`` new connections and, on each, one ``SELECT 1`` (milliseconds), one row per
     sample. Bounded by ``samples`` and ``timeout_s``; waits ``settle_s`` after the last close."""
+    import pandas as pd
+
     kwargs = settings.with_(connect_timeout=10, application_name="pgfactory_kit_ping").connect_kwargs()
     rows = []
     deadline = time.monotonic() + timeout_s
