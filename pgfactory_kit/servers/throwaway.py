@@ -65,6 +65,6 @@ def comparison_server(server: LocalServer | None = None) -> Iterator[LocalServer
         yield server
         return
     bin_dir = server.bin_dir if server is not None else None
-    with throwaway_server(prefix="pgfactory-auth-", bin_dir=bin_dir, compare_auth=True,
-                          max_connections=20) as private:
+    # The default max_connections: a bench run with pools, threads and a monitor may hold many at once.
+    with throwaway_server(prefix="pgfactory-auth-", bin_dir=bin_dir, compare_auth=True) as private:
         yield private
