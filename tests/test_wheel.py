@@ -154,7 +154,9 @@ def fresh_venv(wheel):
     venv = folder / "venv"
     try:
         run([_everyones_python(), "-m", "venv", venv], timeout=120)
-        run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check", wheel],
+        # --no-compile: bytecode for ~0.5 GB of dependencies is CI time, not what is under test
+        run([venv / "bin" / "python", "-m", "pip", "install", "-q", "--no-compile", "--disable-pip-version-check",
+             wheel],
             timeout=INSTALL_TIMEOUT_S, env=clean_env())
         yield venv
     finally:
