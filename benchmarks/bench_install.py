@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -109,10 +110,16 @@ def main() -> int:
     parser.add_argument("--clone", action="store_true", help="also time a fresh clone to a plot and to JupyterLab")
     parser.add_argument("--no-write", action="store_true", help="print only; leave RESULTS.md alone")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="pgfactory-install-bench-") as tmp:
-        numbers = measure_wheel(Path(tmp))
+    # A folder the server's user can reach (0755): as root a private one would relocate the server's binaries
+    # and cluster to /var/lib/pgfactory-kit, which outlives this folder.
+    work = Path(tempfile.mkdtemp(prefix="pgfactory-install-bench-"))
+    os.chmod(work, 0o755)
+    try:
+        numbers = measure_wheel(work)
         if args.clone:
-            numbers |= measure_clone(Path(tmp))
+            numbers |= measure_clone(work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     rows = "\n".join(f"| {name} | {value:,.1f} |" for name, value in numbers.items())
     cmd = "python benchmarks/bench_install.py" + (" --clone" if args.clone else "")
     body = (f"`{cmd}` on {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}, pip's cache warm:\n\n"
