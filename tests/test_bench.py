@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import psycopg2
 import pytest
@@ -50,7 +51,8 @@ def test_results_are_tidy_with_warmups_marked_and_the_machine_recorded(server) -
     assert counts[("reused", "measure")] == SMALL["operations"]
     assert (frame["ns"] > 0).all()
     assert result.machine["postgresql"].startswith("18")
-    assert result.machine["auth"] == "scram-sha-256" and result.machine["transport"] == "TCP"
+    # Asked of the server (pg_stat_ssl): the kit's pip binaries have no SSL, so libpq's "prefer" stays plain.
+    assert result.machine["auth"] == "scram-sha-256" and result.machine["transport"] == "TCP, no TLS"
     assert {"cpu_count", "packages", "platform", "added_rtt_ms"} <= result.machine.keys()
     assert server.password not in str(result.machine)
     summary = result.summary(n_boot=100)
@@ -184,3 +186,21 @@ def test_plain_settings_work_and_the_notes_say_whose_sessions_are_counted(settin
     assert set(result.results["strategy"]) == {"connect_per_query", "reused"}
     assert any("counts every client" in note for note in result.notes)
     assert _sessions(result)["connect_per_query"]["sessions_opened"] >= ALL_OPS
+
+
+DEBIAN_PG = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.mark.skipif(not (DEBIAN_PG / "postgres").exists(), reason="needs PostgreSQL binaries built with SSL")
+def test_the_recorded_transport_is_what_the_server_saw_not_what_the_settings_say(tmp_path_factory) -> None:
+    # Settings that say plain TCP (sslmode unset = libpq's prefer) against a server with SSL: the
+    # connection negotiates TLS, and the results file must say so.
+    from tests.conftest import started_server
+
+    with started_server(tmp_path_factory, "pg_tls", bin_dir=DEBIAN_PG) as tls_server:
+        if not tls_server.supports_ssl:
+            pytest.skip("these binaries are built without SSL")
+        settings = tls_server.settings()
+        assert settings.transport == "TCP"
+        result = bench.run_benchmark(server=tls_server, strategies=("reused",), **SMALL)
+    assert result.machine["transport"].startswith("TCP + TLS")

@@ -14,28 +14,12 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 
+from ..measuring.machine import connection_transport, describe_transport  # noqa: F401 - the lessons import them from here
 from ..settings import ConnectionSettings
 from .lesson import server_sessions, server_view, wait_until_gone
 
-
 # ---------------------------------------------------------------------------- what a connection uses
-def connection_transport(conn: psycopg2.extensions.connection) -> dict[str, Any]:
-    """How ``conn`` really reaches the server, asked of the server (``pg_stat_ssl``,
-    ``inet_client_addr()``), not read from the settings: ``transport`` ("unix socket" or "TCP"),
-    ``tls`` (bool), ``tls_version`` (e.g. "TLSv1.3", or None). Runs one query on ``conn``."""
-    with conn.cursor() as cur:
-        cur.execute("SELECT inet_client_addr() IS NULL, s.ssl, s.version FROM pg_stat_ssl s "
-                    "WHERE s.pid = pg_backend_pid()")
-        unix, tls, version = cur.fetchone()
-    if not conn.autocommit:
-        conn.rollback()
-    return {"transport": "unix socket" if unix else "TCP", "tls": bool(tls),
-            "tls_version": version if tls else None}
-
-
-def describe_transport(found: dict[str, Any]) -> str:
-    """One line for ``connection_transport``'s answer, e.g. ``TCP, no TLS`` or ``TCP + TLSv1.3``."""
-    return f"{found['transport']} + {found['tls_version']}" if found["tls"] else f"{found['transport']}, no TLS"
+# connection_transport / describe_transport live in measuring.machine (the bench records the same answer).
 
 
 # ---------------------------------------------------------------------------- what an idle transaction holds

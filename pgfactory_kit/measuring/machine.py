@@ -48,6 +48,37 @@ def server_version(conn: Any) -> str:
         cur.close()
 
 
+def connection_transport(conn: Any) -> dict[str, Any]:
+    """How ``conn`` really reaches the server, asked of the server (``pg_stat_ssl``,
+    ``inet_client_addr()``), not read from the settings: ``transport`` ("unix socket" or "TCP"),
+    ``tls`` (bool), ``tls_version`` (e.g. "TLSv1.3", or None). Runs one query on ``conn``."""
+    with conn.cursor() as cur:
+        cur.execute("SELECT inet_client_addr() IS NULL, s.ssl, s.version FROM pg_stat_ssl s "
+                    "WHERE s.pid = pg_backend_pid()")
+        unix, tls, version = cur.fetchone()
+    if not conn.autocommit:
+        conn.rollback()
+    return {"transport": "unix socket" if unix else "TCP", "tls": bool(tls),
+            "tls_version": version if tls else None}
+
+
+def describe_transport(found: dict[str, Any]) -> str:
+    """One line for ``connection_transport``'s answer, e.g. ``TCP, no TLS`` or ``TCP + TLSv1.3``."""
+    return f"{found['transport']} + {found['tls_version']}" if found["tls"] else f"{found['transport']}, no TLS"
+
+
+def observed_transport(connect_kwargs: dict[str, Any]) -> str:
+    """What a new connection made with ``connect_kwargs`` really uses, asked of the server (libpq's
+    default ``sslmode=prefer`` negotiates TLS whenever the server offers it, whatever the settings say)."""
+    import psycopg2
+
+    conn = psycopg2.connect(**connect_kwargs)
+    try:
+        return describe_transport(connection_transport(conn))
+    finally:
+        conn.close()
+
+
 def machine_summary(*, postgresql: str, auth: str, transport: str, rtt_ms: float, target: str,
                     **extra: Any) -> dict[str, Any]:
     """A JSON-ready dict describing the run; ``target`` is a masked DSN or host:port, never a password."""

@@ -30,7 +30,7 @@ from ..errors import explain_connect_error
 from ..servers.throwaway import comparison_server
 from ..settings import ConnectionSettings
 from .choices import AUTH_METHODS, LIMITS, MAX_RTT_MS, PRIVATE_AUTH, TRANSPORTS, WORKLOADS
-from .machine import machine_summary, server_version, summary_line
+from .machine import machine_summary, observed_transport, server_version, summary_line
 from .stats import GROUP_COLUMNS, fit_rtt_model, strategy_rank, summarize
 from .strategies import (
     DEFAULT_STRATEGIES,
@@ -412,6 +412,7 @@ def run_scenario(plan: Scenario, settings: ConnectionSettings | None = None, *, 
                      "during the run, not only the bench (pass server=LocalServer() for a database of its own)")
     with contextlib.ExitStack() as stack:
         route = None
+        direct = target  # where the server is, before any DelayProxy: its transport is what gets recorded
         if plan.rtt_ms:
             from .proxy import DelayProxy
 
@@ -454,7 +455,9 @@ def run_scenario(plan: Scenario, settings: ConnectionSettings | None = None, *, 
                 break
         results = pd.DataFrame(runner.rows, columns=RESULT_COLUMNS)
         sessions = _sessions_table(results, runner.sessions, labels)
-        machine = machine_summary(postgresql=monitor.version, auth=auth_label, transport=transport_label,
+        # Asked of the server after the timed runs (so its session counts stay the strategies' own).
+        transport = observed_transport(direct.connect_kwargs())
+        machine = machine_summary(postgresql=monitor.version, auth=auth_label, transport=transport,
                                   rtt_ms=float(plan.rtt_ms), target=target.masked_dsn() if not plan.rtt_ms else
                                   f"{owner.masked_dsn()} via DelayProxy", workload=plan.workload,
                                   threads=plan.threads, pool_size=plan.pool_size, operations=plan.operations,
