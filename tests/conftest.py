@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg2
@@ -16,25 +16,35 @@ from pgfactory_kit.servers.postgres import LocalServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def number_from_child(body) -> int:
-    """Run ``body()`` in a forked child and return the number it returns; the child's exit status
-    must be 0 (an exception, or ``os._exit`` with another code, fails the calling test)."""
+def run_in_fork(child_body: Callable[[], bytes], parent_body: Callable[[], None] | None = None) -> bytes:
+    """Fork: the child runs ``child_body()`` and sends back the bytes it returns, then exits (status 0
+    only if it returned; an exception fails the calling test); the parent runs ``parent_body()``
+    meanwhile, waits for the child and returns its bytes."""
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
         code = 1
         try:
             os.close(read_fd)
-            os.write(write_fd, str(body()).encode())
+            os.write(write_fd, child_body())
             code = 0
         finally:
             os._exit(code)
     os.close(write_fd)
-    _, status = os.waitpid(child, 0)
-    value = int(os.read(read_fd, 64) or b"0")
-    os.close(read_fd)
+    try:
+        if parent_body is not None:
+            parent_body()
+    finally:
+        _, status = os.waitpid(child, 0)
+        data = os.read(read_fd, 65536)
+        os.close(read_fd)
     assert os.waitstatus_to_exitcode(status) == 0, f"the forked child exited with {status}"
-    return value
+    return data
+
+
+def number_from_child(body: Callable[[], int]) -> int:
+    """Run ``body()`` in a forked child and return the number it returns (see ``run_in_fork``)."""
+    return int(run_in_fork(lambda: str(body()).encode()) or b"0")
 
 
 @contextlib.contextmanager

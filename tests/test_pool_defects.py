@@ -14,6 +14,8 @@ import pytest
 
 from pgfactory_kit import ConnectionPool, PoolTimeout, make_factory
 
+from .conftest import run_in_fork
+
 
 def wait_for(predicate, timeout: float = 10.0, what: str = "condition") -> None:
     """Bounded polling wait (5 ms steps) for something another thread does."""
@@ -85,40 +87,28 @@ def test_a_failed_connect_serves_the_borrower_queued_behind_it(settings):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_child_forked_inside_a_with_block_keeps_its_pool_within_max_size(factory):
     # The old pool pushed the parent's record onto the child's fresh pool when the child left the block.
-    read_fd, write_fd = os.pipe()
     with ConnectionPool(factory, min_size=1, max_size=2, timeout=5) as pool:
         block = pool.connection()
         parent_backend = block.__enter__().info.backend_pid
-        child = os.fork()
-        if child == 0:
-            code = 1
+
+        def in_child() -> bytes:
+            block.__exit__(None, None, None)  # the child leaves the block it inherited
+            after_block = pool.stats()
+            mine = [pool.getconn() for _ in range(2)]
+            backends = []
+            for c in mine:
+                with c.cursor() as cur:
+                    cur.execute("SELECT pg_backend_pid()")
+                    backends.append(cur.fetchone()[0])
             try:
-                os.close(read_fd)
-                block.__exit__(None, None, None)  # the child leaves the block it inherited
-                after_block = pool.stats()
-                mine = [pool.getconn() for _ in range(2)]
-                backends = []
-                for c in mine:
-                    with c.cursor() as cur:
-                        cur.execute("SELECT pg_backend_pid()")
-                        backends.append(cur.fetchone()[0])
-                try:
-                    pool.getconn(timeout=0.2)
-                    third = "lent"
-                except PoolTimeout:
-                    third = "refused"
-                report = {"after_block": after_block, "backends": backends, "third": third,
-                          "size": pool.stats()["pool_size"]}
-                os.write(write_fd, json.dumps(report).encode())
-                code = 0
-            finally:
-                os._exit(code)
-        block.__exit__(None, None, None)
-        os.close(write_fd)
-        _, status = os.waitpid(child, 0)
-        report = json.loads(os.read(read_fd, 65536) or b"{}")
-        os.close(read_fd)
-        assert os.waitstatus_to_exitcode(status) == 0, f"the child failed: {report}"
+                pool.getconn(timeout=0.2)
+                third = "lent"
+            except PoolTimeout:
+                third = "refused"
+            return json.dumps({"after_block": after_block, "backends": backends, "third": third,
+                               "size": pool.stats()["pool_size"]}).encode()
+
+        report = json.loads(run_in_fork(in_child, parent_body=lambda: block.__exit__(None, None, None)))
         assert report["after_block"]["pool_size"] == 0 and report["after_block"]["pool_available"] == 0
         assert parent_backend not in report["backends"], "the child used the parent's session"
         assert report["third"] == "refused" and report["size"] == 2  # never more than max_size

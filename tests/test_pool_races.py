@@ -59,19 +59,23 @@ def wait_for(predicate, timeout: float = 10.0) -> None:
         time.sleep(0.002)
 
 
+def returner(pool, conn, outcomes: list[str]):
+    """A thread body that returns ``conn`` and notes whether the pool took it or refused it."""
+    def give_back() -> None:
+        try:
+            pool.putconn(conn)
+            outcomes.append("returned")
+        except ValueError:
+            outcomes.append("refused")
+    return give_back
+
+
 def test_two_threads_returning_one_connection_at_once_let_exactly_one_through(factory):
     with ConnectionPool(factory, min_size=1, max_size=1) as pool:
         for _ in range(ROUNDS):
             conn = pool.getconn()
             outcomes: list[str] = []
-
-            def give_back(conn=conn, outcomes=outcomes):
-                try:
-                    pool.putconn(conn)
-                    outcomes.append("returned")
-                except ValueError:
-                    outcomes.append("refused")
-
+            give_back = returner(pool, conn, outcomes)
             run_together(give_back, give_back)
             assert sorted(outcomes) == ["refused", "returned"]
             assert pool.stats()["pool_available"] == 1  # pooled once, not twice
@@ -101,14 +105,7 @@ def test_two_returns_of_one_connection_cannot_both_pass_the_claim(factory):
 
         rec.watch = MeetInsideTheClaim()
         outcomes: list[str] = []
-
-        def give_back():
-            try:
-                pool.putconn(conn)
-                outcomes.append("returned")
-            except ValueError:
-                outcomes.append("refused")
-
+        give_back = returner(pool, conn, outcomes)
         run_together(give_back, give_back)
         rec.watch = real_watch
         assert sorted(outcomes) == ["refused", "returned"]

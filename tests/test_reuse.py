@@ -10,7 +10,7 @@ import pytest
 
 from pgfactory_kit import KitConnection, ReusedConnection, make_factory
 
-from .conftest import number_from_child
+from .conftest import number_from_child, run_in_fork
 
 
 def backend_pid(conn) -> int:
@@ -163,22 +163,12 @@ def test_a_child_forked_inside_a_connection_block_leaves_it_quietly_and_opens_it
     reused = ReusedConnection(factory)
     block = reused.connection()
     parent_backend = backend_pid(block.__enter__())
-    read_fd, write_fd = os.pipe()
-    child = os.fork()
-    if child == 0:  # the child leaves the block it inherited: no COMMIT on the parent's session
-        code = 1
-        try:
-            block.__exit__(None, None, None)
-            os.write(write_fd, str(backend_pid(reused.get())).encode())
-            code = 0
-        finally:
-            os._exit(code)
-    block.__exit__(None, None, None)
-    os.close(write_fd)
-    _, status = os.waitpid(child, 0)
-    child_backend = int(os.read(read_fd, 64) or b"0")
-    os.close(read_fd)
-    assert os.waitstatus_to_exitcode(status) == 0, "leaving the inherited block failed in the child"
+
+    def in_child() -> bytes:  # the child leaves the block it inherited: no COMMIT on the parent's session
+        block.__exit__(None, None, None)
+        return str(backend_pid(reused.get())).encode()
+
+    child_backend = int(run_in_fork(in_child, parent_body=lambda: block.__exit__(None, None, None)) or b"0")
     assert child_backend not in (0, parent_backend)
     assert backend_pid(reused.get()) == parent_backend and reused.connects == 1
     reused.close()
