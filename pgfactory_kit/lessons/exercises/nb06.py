@@ -22,25 +22,7 @@ def check_prediction(predicted_ms: Any, fit: Any, rtt_ms: float = 20.0,
         return todo("predict a distant database", f"replace `...` with fixed_ms + round_trips × {rtt_ms:g} for "
                                                   f"{strategy}, read from the `fit` table.")
     fixed, trips = _line(fit, strategy)
-    expected = fixed + trips * rtt_ms
-    check(isinstance(predicted_ms, (int, float)) and math.isfinite(predicted_ms),
-          expected="a number of milliseconds", seen=predicted_ms,
-          hint="multiply the round_trips column by the RTT and add fixed_ms.")
-    value = float(predicted_ms)
-    tolerance = 0.02 * abs(expected) + 0.05
-    if abs(value - expected) > tolerance:
-        if abs(value - (fixed + trips * rtt_ms / 2)) <= tolerance:
-            check(False, expected=f"about {expected:.1f} ms", seen=value,
-                  hint=f"you used half the RTT: the slope counts ROUND trips, so multiply by {rtt_ms:g} ms, "
-                       "not by the one-way delay.")
-        if abs(value - trips * rtt_ms) <= tolerance:
-            check(False, expected=f"about {expected:.1f} ms", seen=value,
-                  hint="add fixed_ms: the work that does not depend on the network (CPU, authentication) stays.")
-        if abs(value - expected / 1000) <= tolerance / 1000 + 1e-6:
-            check(False, expected=f"about {expected:.1f} ms", seen=value,
-                  hint="that looks like seconds; the table is in milliseconds.")
-        check(False, expected=f"about {expected:.1f} ms = fixed_ms + round_trips × {rtt_ms:g}", seen=value,
-              hint=f"use the row of {strategy!r} in `fit`.")
+    value = _check_prediction_value(predicted_ms, fixed, trips, rtt_ms, strategy)
     return passed("predict a distant database",
                   f"At {rtt_ms:g} ms RTT, {strategy} would take about {value:.0f} ms per operation: "
                   f"{trips:.1f} round trips × {rtt_ms:g} ms, plus {fixed:.1f} ms of work.")
@@ -76,7 +58,8 @@ def check_reading(connect_adds: Any, predicted_ms: Any, mostly: Any, fit: Any, r
                                   f"{added * rtt_ms:.0f} ms of waiting per operation that no faster CPU removes.")
 
 
-def _check_prediction_value(predicted_ms: Any, fixed: float, trips: float, rtt_ms: float) -> float:
+def _check_prediction_value(predicted_ms: Any, fixed: float, trips: float, rtt_ms: float,
+                            strategy: str = "connect_per_query") -> float:
     """The learner's prediction as a float, or ExerciseFailed with the hint for the usual mistake."""
     expected = fixed + trips * rtt_ms
     check(isinstance(predicted_ms, (int, float)) and math.isfinite(predicted_ms),
@@ -92,6 +75,9 @@ def _check_prediction_value(predicted_ms: Any, fixed: float, trips: float, rtt_m
         if abs(value - trips * rtt_ms) <= tolerance:
             check(False, expected=f"about {expected:.1f} ms", seen=value,
                   hint="add fixed_ms: the work that does not depend on the network (CPU, authentication) stays.")
+        if abs(value - expected / 1000) <= tolerance / 1000 + 1e-6:
+            check(False, expected=f"about {expected:.1f} ms", seen=value,
+                  hint="that looks like seconds; the table is in milliseconds.")
         check(False, expected=f"about {expected:.1f} ms = fixed_ms + round_trips × {rtt_ms:g}", seen=value,
-              hint="use the row of 'connect_per_query' in `fit`.")
+              hint=f"use the row of {strategy!r} in `fit`.")
     return value
