@@ -192,19 +192,39 @@ def test_the_round_trip_table_says_what_each_round_trip_is(settings) -> None:
     assert (table["round_trip"] > 0).sum() == 5
 
 
-def test_a_large_transfer_is_decoded_in_bounded_batches(settings) -> None:
-    """More than FLUSH_BYTES in one go: the queue of raw chunks is decoded before it grows past the bound."""
-    from pgfactory_kit.measuring.wiretap import FLUSH_BYTES
+def test_raw_bytes_waiting_for_the_decoder_stay_bounded_in_a_large_transfer(settings, monkeypatch) -> None:
+    """About 9 MB in one result, with the every-20-ms hand-over switched off and a small bound: the
+    byte count wakes the hand-over, and when the decoder is behind the proxy waits for it (the bound)."""
+    import threading
+    import time
+
+    from pgfactory_kit.measuring import proxy, wiretap
+
+    monkeypatch.setattr(wiretap, "FLUSH_AFTER_S", 30.0)
+    monkeypatch.setattr(wiretap, "FLUSH_BYTES", 256 << 10)
+    monkeypatch.setattr(wiretap, "MAX_WAITING_BYTES", 1 << 20)
+    largest = [0]
+    done = threading.Event()
+
+    def sample(tap: WireTap) -> None:
+        deadline = time.monotonic() + 60
+        while not done.is_set() and time.monotonic() < deadline:
+            largest[0] = max(largest[0], tap._bytes_in - tap._bytes_out)
+            time.sleep(0.0005)
 
     with WireTap(settings.host, settings.port) as tap:
         conn = psycopg2.connect(**tapped_kwargs(settings, tap))
+        sampler = threading.Thread(target=sample, args=(tap,))
+        sampler.start()
         try:
             with conn.cursor() as cur:
-                cur.execute("SELECT repeat('x', 1000) FROM generate_series(1, 3000)")
-                assert len(cur.fetchall()) == 3000
-            assert tap._pending_bytes < FLUSH_BYTES + 65536
+                cur.execute("SELECT repeat('x', 1000) FROM generate_series(1, 9000)")
+                assert len(cur.fetchall()) == 9000
         finally:
+            done.set()
+            sampler.join()
             conn.close()
         tap.settle()
         rows = tap.messages().query("name == 'DataRow'")
-    assert len(rows) == 3000 and set(rows["summary"]) == {"1 column, 1004 bytes (values not shown)"}
+    assert 0 < largest[0] < wiretap.MAX_WAITING_BYTES + proxy.CHUNK, largest[0]
+    assert len(rows) == 9000 and set(rows["summary"]) == {"1 column, 1004 bytes (values not shown)"}

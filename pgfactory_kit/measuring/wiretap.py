@@ -11,44 +11,34 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import threading
 import time
+from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
-from .proxy import DelayProxy, check_int
-from .wire_protocol import CLIENT, SERVER, Conversation, Frame, summarize
+from .decoder_process import Decoder, InProcessDecoder, start_decoder
+from .proxy import STOP_TIMEOUT_S, DelayProxy, check_int
+from .wire_protocol import CLIENT, SERVER, Frame, summarize
+from .wire_record import FIELDS, Chunk
 
 MESSAGE_COLUMNS = ["t", "conn", "direction", "name", "length", "summary"]
 OPERATION_COLUMNS = ["operation", "start", "end", "conns", "messages", "round_trips"]
 DEFAULT_MAX_MESSAGES = 100_000
 SETTLE_S = 0.005  # at an operation's end: time for the tap to read what the client has already sent
-FLUSH_AFTER_S = 0.02  # a chunk waits at most this long to be decoded...
-FLUSH_BYTES = 1 << 20  # ...or until this many bytes wait
+FLUSH_AFTER_S = 0.02  # the hand-over thread sends the queue to the decoder this often...
+FLUSH_BYTES = 1 << 20  # ...and as soon as this many bytes wait
+MAX_WAITING_BYTES = 8 << 20  # a decoder this far behind makes the proxy wait for it (back-pressure)
 
 
 class _Connection:
-    """One proxied connection as the tap sees it: its decoder and how many directions have ended."""
+    """What the proxy calls for each chunk of one connection: straight into the tap's queue."""
 
-    __slots__ = ("tap", "number", "conversation", "eof", "from_client", "from_server")
+    __slots__ = ("from_client", "from_server")
 
     def __init__(self, tap: WireTap, number: int) -> None:
-        self.tap = tap
-        self.number = number
-        self.conversation = Conversation()
-        self.eof = 0
-        # What the proxy calls for each chunk: straight into the tap's queue (one call, no wrapper).
-        self.from_client = functools.partial(tap._arrived, self, CLIENT)
-        self.from_server = functools.partial(tap._arrived, self, SERVER)
-
-    def decode(self, direction: str | None, data: bytes) -> list[Frame]:
-        """The frames of one chunk; ``b""`` is the end of a direction, ``direction`` None the teardown."""
-        if data:
-            return self.conversation.feed(direction or CLIENT, data)
-        self.eof = self.eof + 1 if direction is not None else 2
-        if self.eof >= 2:
-            frames, self.conversation = self.conversation.close(), Conversation()
-            return frames
-        return []
+        self.from_client = functools.partial(tap._arrived, number, CLIENT)
+        self.from_server = functools.partial(tap._arrived, number, SERVER)
 
 
 class WireTap(DelayProxy):
@@ -58,11 +48,20 @@ class WireTap(DelayProxy):
     ``with tap.operation("connect_per_query"):`` marks a piece of work so that its messages and round
     trips can be told apart (``operations()``, ``messages(operation=...)``).
 
-    Each chunk is stamped when it arrives and decoded a little later, in batches (within
-    ``FLUSH_AFTER_S``, or at once when ``FLUSH_BYTES`` wait, or when anything is asked of the tap):
-    decoding in Python on the proxy's thread while the client waits for its reply would hold the
-    interpreter's lock the client needs, and cost every query far more than the decoding itself.
-    Until then the raw chunk is held as the proxy holds every chunk it forwards; then it is dropped.
+    Who does what (three parties, one job each):
+    - the proxy's event loop forwards the bytes and, as a chunk passes, only stamps it with the time
+      and appends it to a queue (a ``deque``: safe to append on one thread and pop on another);
+    - a hand-over thread wakes every ``FLUSH_AFTER_S`` (at once when ``FLUSH_BYTES`` wait) and sends
+      what is queued, in one message, to the decoder; a question about the record does the same first;
+      if ``MAX_WAITING_BYTES`` wait all the same (a decoder slower than the traffic), the proxy hands
+      over itself and so waits for the decoder: the queue cannot grow without bound;
+    - the decoder, in another process (``decoder_process``), decodes and keeps the record until the
+      tap asks for it.
+    Why: decoding in Python on the proxy's thread holds the interpreter lock the waiting client needs
+    and slowed every ``SELECT 1`` by about a fifth; a timer on the event loop made each of its waits a
+    timed wait, which cost about 5% more. Measured in benchmarks/RESULTS.md ("Wire tap"). Raw bytes
+    wait only in that queue and the pipe (about ``FLUSH_AFTER_S``), as every chunk waits in the proxy's
+    own forwarding queue; the decoder keeps none of them.
     """
 
     def __init__(self, target_host: str, target_port: int, *, delay_ms: float = 0.0,
@@ -71,76 +70,122 @@ class WireTap(DelayProxy):
         super().__init__(target_host, target_port, delay_ms, emulate_handshake=emulate_handshake,
                          listen_host=listen_host, listen_port=listen_port)
         self.max_messages = check_int("WireTap", "max_messages", max_messages, 1, 100_000_000)
-        self.dropped = 0  # messages decoded after the record was full
-        # The record, flat: t, connection, direction, name, length, detail for each message in turn. Only
-        # floats, ints, strings and bytes: nothing in it for the garbage collector to track or scan.
+        self._queue: deque[Chunk] = deque()  # arrived, not yet handed over: the loop appends, hand-overs pop
+        self._bytes_in = 0  # bytes queued so far: written by the loop only
+        self._bytes_out = 0  # bytes handed over so far: written under _hand_over_lock only
+        self._wake = threading.Event()
+        self._hand_over_thread: threading.Thread | None = None
+        self._hand_over_lock = threading.Lock()  # one hand-over at a time, so batches stay in order
+        self._decoder: Decoder = InProcessDecoder(self.max_messages)  # until start() starts the process
+        # The record, flat (see wire_record): t, connection, direction, name, length, detail per message.
+        self._record_lock = threading.Lock()
         self._flat: list[Any] = []
         self._kept = 0  # messages in _flat
-        self._pending: list[tuple[float, _Connection, str | None, bytes]] = []  # arrived, not yet decoded
-        self._pending_bytes = 0
-        self._flush_timer: asyncio.TimerHandle | None = None
+        self._dropped = 0  # messages decoded after the record was full
         self._operations: list[tuple[str, float, float]] = []
-        self._live: dict[int, _Connection] = {}
         self._t0 = time.perf_counter()
 
     def __repr__(self) -> str:
-        state = f"port={self.port}" if self.port else "stopped"
+        state = f"port={self.port}, decoding in {self._decoder.where}" if self.port else "stopped"
         return (f"WireTap({self.target_host}:{self.target_port}, delay_ms={self.delay_ms:g}, "
-                f"{self._kept} messages, {self.dropped} dropped, {state})")
+                f"{self._kept} messages, {self._dropped} dropped, {state})")
 
-    # ------------------------------------------------------------------ the proxy's hooks (event loop)
+    @property
+    def dropped(self) -> int:
+        """Messages decoded after the record was full (counted, not kept)."""
+        self._collect()
+        return self._dropped
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> WireTap:
+        """Start the decoder process and the hand-over thread, then the proxy (``DelayProxy.start``)."""
+        if self._thread is not None:
+            return self
+        self._decoder = self._start_decoder()
+        self._wake.clear()
+        self._hand_over_thread = threading.Thread(target=self._hand_over_every_while, daemon=True,
+                                                  name="WireTap-hand-over")
+        self._hand_over_thread.start()
+        try:
+            super().start()
+        except BaseException:
+            self._stop_hand_over()
+            raise
+        return self
+
+    def _start_decoder(self) -> Decoder:
+        """The decoder for this run: a process of its own where one can be started."""
+        return start_decoder(self.max_messages)
+
+    def close(self) -> None:
+        """Stop the proxy, take the whole record from the decoder, stop the decoder. The record stays."""
+        if self._thread is None:
+            return
+        super().close()  # the connections' teardown chunks are queued by now
+        self._stop_hand_over()
+
+    stop = close
+
+    def __enter__(self) -> WireTap:
+        return self.start()
+
+    def _stop_hand_over(self) -> None:
+        thread, self._hand_over_thread = self._hand_over_thread, None
+        if thread is not None:
+            self._wake.set()
+            thread.join(STOP_TIMEOUT_S)
+        self._collect()
+        self._decoder.stop()
+        self._decoder = InProcessDecoder(self.max_messages)
+
+    # ------------------------------------------------------------------ the proxy's hook (event loop)
     def _observer(self, number: int) -> _Connection:
-        connection = _Connection(self, number)
-        self._live[number] = connection
-        return connection
+        return _Connection(self, number)
 
     def _connection_ended(self, number: int) -> None:
-        connection = self._live.pop(number, None)
-        if connection is not None:
-            self._arrived(connection, None, b"")
+        self._arrived(number, None, b"")
 
-    def _arrived(self, connection: _Connection, direction: str | None, data: bytes) -> None:
-        """The hot path: stamp and queue the chunk; decoding waits for a batch."""
-        self._pending.append((time.perf_counter() - self._t0, connection, direction, data))
-        self._pending_bytes += len(data)
-        if self._pending_bytes >= FLUSH_BYTES:
-            self._flush()
-        elif self._flush_timer is None and self._loop is not None:
-            self._flush_timer = self._loop.call_later(FLUSH_AFTER_S, self._flush)
+    def _arrived(self, number: int, direction: str | None, data: bytes) -> None:
+        """The hot path: stamp and queue the chunk; the hand-over thread takes it from there."""
+        self._queue.append((time.perf_counter() - self._t0, number, direction, data))
+        self._bytes_in += len(data)
+        waiting = self._bytes_in - self._bytes_out
+        if waiting >= FLUSH_BYTES:
+            self._wake.set()
+            if waiting >= MAX_WAITING_BYTES:
+                self._hand_over()
 
-    def _flush(self) -> None:
-        """Decode every queued chunk in arrival order (on the loop, or after it stopped)."""
-        if self._flush_timer is not None:
-            self._flush_timer.cancel()
-            self._flush_timer = None
-        pending, self._pending, self._pending_bytes = self._pending, [], 0
-        for t, connection, direction, data in pending:
-            frames = connection.decode(direction, data)
-            if frames:
-                self._record_frames(t, connection.number, frames)
+    # ------------------------------------------------------------------ hand-over and record
+    def _hand_over_every_while(self) -> None:
+        """The hand-over thread: every FLUSH_AFTER_S (sooner when woken), until the tap stops."""
+        while self._hand_over_thread is threading.current_thread():
+            self._wake.wait(FLUSH_AFTER_S)
+            self._wake.clear()
+            self._hand_over()
 
-    def _flush_now(self) -> None:
-        """Decode what is queued before answering a question about the record (any thread)."""
-        loop = self._loop
-        if loop is not None and loop.is_running():
-            async def flush() -> None:
-                self._flush()
-            with contextlib.suppress(Exception):
-                asyncio.run_coroutine_threadsafe(flush(), loop).result(10.0)
-                return
-        self._flush()
+    def _hand_over(self) -> None:
+        """Send every queued chunk to the decoder, in arrival order (any thread)."""
+        with self._hand_over_lock:
+            queue, chunks = self._queue, []
+            while queue:
+                chunks.append(queue.popleft())
+            self._decoder.send(chunks)
+            self._bytes_out += sum(len(chunk[3]) for chunk in chunks)
 
-    def _record_frames(self, t: float, number: int, frames: list[Frame]) -> None:
-        room = self.max_messages - self._kept
-        if room < len(frames):
-            self.dropped += len(frames) - max(room, 0)
-            frames = frames[:max(room, 0)]
-            if not frames:
-                return
-        self._kept += len(frames)
-        extend = self._flat.extend
-        for direction, name, length, detail in frames:
-            extend((t, number, direction, name, length, detail))
+    def _collect(self) -> None:
+        """Everything queued so far, decoded, into the record (within the cap)."""
+        with self._record_lock:
+            self._hand_over()
+            flat, dropped = self._decoder.collect()
+            self._dropped += dropped
+            count = len(flat) // FIELDS
+            room = max(self.max_messages - self._kept, 0)
+            if count > room:
+                self._dropped += count - room
+                flat = flat[:room * FIELDS]
+                count = room
+            self._flat.extend(flat)
+            self._kept += count
 
     # ------------------------------------------------------------------ operations
     @contextlib.contextmanager
@@ -164,7 +209,6 @@ class WireTap(DelayProxy):
             for _ in range(4):
                 await asyncio.sleep(0)
             await asyncio.sleep(seconds)
-            self._flush()
 
         with contextlib.suppress(Exception):
             asyncio.run_coroutine_threadsafe(idle(), loop).result(2.0)
@@ -205,19 +249,20 @@ class WireTap(DelayProxy):
 
     def clear(self) -> None:
         """Forget the record and the operations (the connections stay as they are)."""
-        self._flush_now()
-        self._flat.clear()
-        self._kept = 0
-        self._operations.clear()
-        self.dropped = 0
+        self._collect()
+        with self._record_lock:
+            self._flat.clear()
+            self._kept = 0
+            self._operations.clear()
+            self._dropped = 0
 
     # ------------------------------------------------------------------ helpers
     def _records(self) -> list[tuple[float, int, Frame]]:
-        """(t, connection, frame) per kept message, in arrival order (queued chunks decoded first)."""
-        self._flush_now()
-        flat = self._flat[:6 * self._kept]
+        """(t, connection, frame) per kept message, in arrival order (everything queued decoded first)."""
+        self._collect()
+        flat = self._flat
         return [(flat[i], flat[i + 1], Frame(flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5]))
-                for i in range(0, len(flat), 6)]
+                for i in range(0, FIELDS * self._kept, FIELDS)]
 
     def _rows(self, operation: str | None) -> list[tuple[float, int, Frame]]:
         rows = self._records()
