@@ -59,7 +59,7 @@ _ADVICE = [
      "(`pgfactory-kit status` for the kit's own server)."),
     ("too many clients",
      "the server is at max_connections. Close idle connections, use a pool with a smaller max_size, "
-     "or put PgBouncer in front (see notebook 05)."),
+     "or put PgBouncer in front (see notebook 06)."),
     ("remaining connection slots are reserved",
      "the server is at max_connections (the last slots are reserved for superusers). Use fewer "
      "connections: a pool with a smaller max_size, or PgBouncer."),

@@ -43,7 +43,7 @@ NOTEBOOKS = notebook_sequence(NOTEBOOK_DIR)
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
 README_IMAGE = ROOT / "docs" / "img" / "jupyterlab.png"
 # The notebook whose screenshot goes into the README: the headline measurement, else the first with a plot.
-README_NOTEBOOK_PREFIX = "04_"
+README_NOTEBOOK_PREFIX = "05_"
 # A quick notebook takes well under a minute with nbval; the browser adds rendering on 2 cores.
 RUN_TIMEOUT_S = float(os.environ.get("PGFACTORY_BROWSER_TIMEOUT", "120"))
 # The lesson roles' password for this run: distinctive, so a leak onto the page is a plain substring search.

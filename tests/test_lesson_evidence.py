@@ -14,6 +14,7 @@ from pgfactory_kit.lessons.evidence import (
     fit_to_budget,
     held_by,
     session_state_leak,
+    sleep_on_threads,
     threaded_pool_churn,
 )
 from pgfactory_kit.servers.pgbouncer import LocalPgBouncer, find_pgbouncer
@@ -61,6 +62,18 @@ def test_idle_repeatable_read_holds_a_snapshot_and_a_write_gets_a_transaction_id
     finally:
         writer.close()  # never committed: the row is gone
         reader.close()
+
+
+def test_threads_on_one_reused_connection_take_turns_and_on_a_pool_overlap(settings) -> None:
+    from pgfactory_kit import ConnectionPool, ReusedConnection
+
+    with ReusedConnection(make_factory(settings)) as reused:
+        serial_s, serial_pids = sleep_on_threads(reused.connection, threads=3, sleep_s=0.1)
+    with ConnectionPool(make_factory(settings), min_size=3, max_size=3) as pool:
+        pooled_s, pooled_pids = sleep_on_threads(pool.connection, threads=3, sleep_s=0.1)
+    assert len(serial_pids) == len(pooled_pids) == 3
+    assert len(set(serial_pids)) == 1 and serial_s >= 0.3 * 0.95, (serial_s, serial_pids)
+    assert len(set(pooled_pids)) == 3 and pooled_s < serial_s / 2, (pooled_s, serial_s, pooled_pids)
 
 
 def test_threaded_pool_below_its_thread_count_reconnects_every_round(settings) -> None:

@@ -1,5 +1,5 @@
-"""The lessons' wire functions: one operation's conversation per strategy (04) and the fitted slope
-checked against the counted round trips (06), on the real test server."""
+"""The lessons' wire functions: one operation's conversation per strategy (05) and the fitted slope
+checked against the counted round trips (07), on the real test server."""
 from __future__ import annotations
 
 import pandas as pd

@@ -49,7 +49,7 @@ def notebook_env(server: LocalServer, **extra: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def notebook_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
-    """A server of the notebooks' own: 07 restarts it, 01 counts its sessions exactly."""
+    """A server of the notebooks' own: 08 restarts it, 01 counts its sessions exactly."""
     with started_server(tmp_path_factory, "nbpg", password=PASSWORD) as srv:
         yield srv
 
@@ -190,10 +190,10 @@ def test_nb01_checker_rejects_two_connections_with_a_hint(settings) -> None:
         nb01.check_one_connection(settings, 0, [101, 102])
 
 
-def test_nb07_checker_rejects_a_caller_that_does_not_retry(settings) -> None:
+def test_nb08_checker_rejects_a_caller_that_does_not_retry(settings) -> None:
     import psycopg2
 
-    from pgfactory_kit.lessons.exercises import ExerciseFailed, nb07
+    from pgfactory_kit.lessons.exercises import ExerciseFailed, nb08
 
     def no_retry(pool, sql, params=()):
         with pool.connection() as conn, conn.cursor() as cur:
@@ -209,6 +209,6 @@ def test_nb07_checker_rejects_a_caller_that_does_not_retry(settings) -> None:
         return None
 
     with pytest.raises(ExerciseFailed, match="catch psycopg2.OperationalError around"):
-        nb07.check_retry(no_retry, settings)
+        nb08.check_retry(no_retry, settings)
     with pytest.raises(ExerciseFailed, match="DivisionByZero"):
-        nb07.check_retry(swallow_everything, settings)
+        nb08.check_retry(swallow_everything, settings)

@@ -1,8 +1,8 @@
 """What the notebooks call: one import place for the lesson helpers.
 
 lesson.py talks to the database for the lessons (connect, backend PIDs, sessions, show, save);
-measure.py wraps the measuring layer for notebooks 04-06; limits.py runs a small server of its own out of
-connections (notebook 05); exercises/ holds the challenge checkers,
+measure.py wraps the measuring layer for notebooks 05-07; limits.py runs a small server of its own out of
+connections (notebook 06); exercises/ holds the challenge checkers,
 notebooks.py executes notebooks and report.py writes ``report/``.
 """
 from ..measuring.predict import cloud_table, predict_ms

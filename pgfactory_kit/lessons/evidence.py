@@ -1,6 +1,7 @@
 """Evidence the notebooks read from the server about one claim each: what a connection really
-uses (TLS or not), what an idle transaction holds, how often psycopg2's ThreadedConnectionPool
-reconnects, how many connections a learner may open, and PgBouncer's session-state leak.
+uses (TLS or not), what an idle transaction holds, how threads fare on one connection or on a pool,
+how often psycopg2's ThreadedConnectionPool reconnects, how many connections a learner may open, and
+PgBouncer's session-state leak.
 
 Promises (as in ``lesson``): nothing returns or prints a password; every wait and loop is bounded.
 """
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager as ContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,6 +42,27 @@ def held_by(settings: ConnectionSettings, pid: int) -> dict[str, Any]:
                        "ORDER BY c.relname, l.mode", (int(pid),))
     return {"state": state, "backend_xid": xid, "backend_xmin": xmin,
             "locks": {name: mode for name, mode in locks}}
+
+
+# ---------------------------------------------------------------------------- threads, one connection or a pool
+def sleep_on_threads(borrow: Callable[[], ContextManager[Any]], *, threads: int = 4, sleep_s: float = 0.2,
+                     timeout_s: float = 60.0) -> tuple[float, list[int]]:
+    """Start ``threads`` threads at once; each borrows a connection with ``borrow()`` (a ``with``-block
+    factory such as ``ReusedConnection.connection`` or ``ConnectionPool.connection``), runs
+    ``SELECT pg_sleep(sleep_s)`` on it and notes its backend PID. Returns the wall-clock seconds the
+    whole run took and the PIDs, one per thread: queries that share one connection run one after
+    another, queries on connections of their own overlap. Bounded by ``timeout_s``."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def task(_: int) -> int:
+        with borrow() as conn, conn.cursor() as cur:
+            cur.execute("SELECT pg_sleep(%s)", (sleep_s,))
+            return int(conn.info.backend_pid)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=threads) as executor:
+        pids = list(executor.map(task, range(threads), timeout=timeout_s))
+    return time.perf_counter() - started, pids
 
 
 # ---------------------------------------------------------------------------- ThreadedConnectionPool's churn
@@ -228,7 +252,7 @@ def psycopg_pool_after_terminate(settings: ConnectionSettings, *, checked: bool)
     pool_logger.setLevel(logging.ERROR)  # its "discarding closed connection" warning is the point, not noise
     try:
         with psycopg_pool.ConnectionPool(conninfo, min_size=1, max_size=1, check=check, open=True,
-                                         timeout=10, name="lesson03-psycopg") as pool:
+                                         timeout=10, name="lesson04-psycopg") as pool:
             pool.wait(timeout=10)
             with pool.connection() as conn:
                 victim = int(conn.info.backend_pid)

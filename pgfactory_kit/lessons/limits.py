@@ -1,4 +1,4 @@
-"""Running out of connections, safely: the ``max_connections`` demonstrations of notebook 05.
+"""Running out of connections, safely: the ``max_connections`` demonstrations of notebook 06.
 
 They only ever run against a small server of their own (``start_small_server``): a server's connection
 slots, connections held until one is refused, many clients at once, and several processes each with its

@@ -1,4 +1,4 @@
-"""Helpers for the measurement notebooks (04 connect vs reuse, 05 concurrency, 06 network latency).
+"""Helpers for the measurement notebooks (05 connect vs reuse, 06 concurrency, 07 network latency).
 
 The measuring itself is ``measuring.runner``'s (the notebooks call it ``bench``); this module holds what
 the notebooks need around it: the server to measure, showing figures and saving results for the report,

@@ -1,5 +1,5 @@
-"""The wire tap for the lessons: what one operation says on the wire, per strategy (04), KitConnection's
-count next to the wire's (02), and the slope fitted from timings next to the round trips counted (06).
+"""The wire tap for the lessons: what one operation says on the wire, per strategy (05), KitConnection's
+count next to the wire's (02), and the slope fitted from timings next to the round trips counted (07).
 
 Promises: every function starts its own ``WireTap``, closes it and everything it opened before it
 returns; loops are bounded by their arguments; nothing returned contains a password.
@@ -31,7 +31,7 @@ def tapped(settings: ConnectionSettings, *, delay_ms: float = 0.0) -> Iterator[t
         yield tap, settings.with_(host=tap.listen_host, port=tap.port)
 
 
-# ---------------------------------------------------------------------------- 04: the conversation
+# ---------------------------------------------------------------------------- 05: the conversation
 @dataclass
 class WireWatch:
     """What ``watch_strategies`` saw: ``messages`` (one row per message, with ``strategy`` and
@@ -204,7 +204,7 @@ def kit_vs_wire(settings: ConnectionSettings, cases: Sequence[Case] = LESSON_CAS
     return pd.DataFrame(rows)
 
 
-# ---------------------------------------------------------------------------- 06: slope vs counted
+# ---------------------------------------------------------------------------- 07: slope vs counted
 def counted_round_trips(settings: ConnectionSettings, strategies: Sequence[str] = WATCHED_STRATEGIES,
                         workload: str = "select1", operations: int = 3) -> Any:
     """Round trips per operation as the wire shows them (the median over ``operations`` operations), plus

@@ -1,7 +1,7 @@
 """Throw-away servers: a LocalServer in a temporary folder of its own, on a free port, removed afterwards.
 
 Used where a lesson or a measurement needs a server it may break or weaken without touching the shared
-one: notebook 05 runs one out of connections; the authentication-method comparison runs on one that
+one: notebook 06 runs one out of connections; the authentication-method comparison runs on one that
 has ``trust`` and ``md5`` rules (``comparison_server``), which the kit's own server never has.
 """
 from __future__ import annotations

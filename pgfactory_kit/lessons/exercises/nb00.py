@@ -18,4 +18,4 @@ def check_max_connections(answer: Any, settings: ConnectionSettings) -> Verdict:
           hint="SHOW returns text: convert it with int(...).")
     check(answer == actual, expected=f"the server's max_connections ({actual})", seen=answer,
           hint="run SHOW max_connections on a connection from create_connection() and fetch the one row.")
-    return passed("max_connections", f"At most {actual} sessions at once: notebook 05 runs into this limit.")
+    return passed("max_connections", f"At most {actual} sessions at once: notebook 06 runs into this limit.")

@@ -1,36 +1,80 @@
-"""Checker for notebook 03: many threads, a bounded pool."""
+"""Checker for notebook 03 (reusing connections): several operations through one ReusedConnection,
+and the server's own counter read by the learner to show that it connected once."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from ...pooling.pool import ConnectionPool
+from ...pooling.reuse import ReusedConnection
+from ...settings import ConnectionSettings
+from ..lesson import server_view, wait_until_gone
 from . import Verdict, check, not_attempted, passed, todo
 
+# One insert each. Not the seed names (Ada, Grace, …): the notebook's tidy-up deletes these rows again.
+NAMES = ("Hedy", "Katherine", "Radia", "Frances", "Niklaus")
 
-def check_bounded_pool(pool: Any, pids: Any, tasks: int = 6, max_size: int = 3) -> Verdict:
-    """``tasks`` tasks ran through ``pool`` (max_size ``max_size``) on threads at the same time; ``pids``
-    holds the backend PID each task saw. The work must have overlapped (some borrowers queued), and
-    the server must have served it with at most ``max_size`` backends."""
-    if not_attempted(pool, pids):
-        return todo("bounded pool", f"replace both `...`: a ConnectionPool(create_connection, max_size={max_size}) "
-                                    f"and the list of backend PIDs seen by {tasks} tasks run on {tasks} threads.")
-    check(isinstance(pool, ConnectionPool), expected="a pgfactory_kit.ConnectionPool", seen=type(pool).__name__,
-          hint="pool = ConnectionPool(create_connection, max_size=3)")
-    check(pool.max_size == max_size, expected=f"max_size == {max_size}", seen=pool.max_size,
-          hint=f"pass max_size={max_size} when you create the pool.")
-    check(isinstance(pids, (list, tuple)) and len(pids) == tasks,
-          expected=f"a list of {tasks} PIDs, one per task", seen=pids,
-          hint="have each task return backend_pid(conn) and collect the results, e.g. list(executor.map(...)).")
-    stats = pool.stats()
-    check(stats["requests_num"] >= tasks, expected=f"at least {tasks} requests made to the pool",
-          seen=stats["requests_num"], hint="each task should borrow with `with pool.connection() as conn:`.")
-    check(stats["requests_queued"] > 0,
-          expected=f"some tasks waited for a connection (requests_queued > 0): {tasks} tasks at once on {max_size}",
-          seen=f"requests_queued = {stats['requests_queued']}",
-          hint=f"run the tasks at the same time on {tasks} threads (ThreadPoolExecutor(max_workers={tasks}) and "
-               "executor.map), not one after another in a loop: the point is more tasks than connections.")
-    check(len(set(pids)) <= max_size, expected=f"at most {max_size} different backends", seen=sorted(set(pids)),
-          hint="borrow every connection from the pool; do not call create_connection() in the tasks.")
-    check(stats["connections_num"] <= max_size, expected=f"the pool opened at most {max_size} connections",
-          seen=stats["connections_num"], hint="use a fresh pool for this challenge.")
-    return passed("bounded pool", f"{tasks} tasks, {len(set(pids))} backend(s): the pool capped the server's load.")
+
+@dataclass(frozen=True)
+class Before:
+    """What the server said before the learner's cell ran: sessions ever opened, committed NAMES rows."""
+
+    sessions: int
+    rows: int
+
+
+def _committed_rows(settings: ConnectionSettings) -> int:
+    """Rows named one of NAMES that other sessions can see: committed ones only (the observer is autocommit)."""
+    return int(server_view(settings).query("SELECT count(*) FROM mytable WHERE name = ANY(%s)",
+                                           (list(NAMES),))[0][0])
+
+
+def before_challenge(settings: ConnectionSettings) -> Before:
+    """Read the server's session counter and the committed NAMES rows, before the learner's code runs."""
+    return Before(server_view(settings).sessions(), _committed_rows(settings))
+
+
+def check_connected_once(settings: ConnectionSettings, before: Before, reused: Any, pids: Any,
+                         opened: Any) -> Verdict:
+    """``reused``: the ReusedConnection that inserted each of NAMES, closed afterwards; ``pids``: the
+    backend PID each insert saw; ``opened``: the sessions the learner read from the server's counter
+    (``pg_stat_database.sessions``) since ``before``. One backend, one connect, one session (the
+    learner's number and the checker's own reading), and every name committed."""
+    if not_attempted(reused, pids, opened):
+        return todo("connected once", "replace the three `...`: a ReusedConnection that inserts each name in "
+                                      "nb03.NAMES, the backend PID each insert saw, and the sessions the server "
+                                      "counted since `before`.")
+    check(isinstance(reused, ReusedConnection), expected="a pgfactory_kit.ReusedConnection", seen=type(reused).__name__,
+          hint="reused = ReusedConnection(create_connection), once, before the loop.")
+    count = len(NAMES)
+    check(isinstance(pids, (list, tuple)) and len(pids) == count,
+          expected=f"a list of {count} PIDs, one per name inserted", seen=pids,
+          hint="append backend_pid(conn) inside the `with reused.connection() as conn:` block, once per name.")
+    check(len(set(pids)) == 1, expected="the same backend PID for every insert: one connection, reused",
+          seen=sorted(set(pids)),
+          hint="make the ReusedConnection once, before the loop, and borrow from it in the loop; calling "
+               "create_connection(), making a new ReusedConnection or closing it inside the loop connects again.")
+    check(reused.connects == 1, expected="reused.connects == 1: it connected once", seen=reused.connects,
+          hint="close the ReusedConnection after the loop, not inside it: a closed one connects again.")
+    check(reused.closed, expected="the ReusedConnection closed before the sessions are counted",
+          seen="still open", hint="reused.close(), then wait_until_gone(settings, pids): the server records "
+                                  "a session as its backend exits.")
+    wait_until_gone(settings, set(pids))
+    counted = server_view(settings).sessions() - before.sessions
+    check(isinstance(opened, int) and not isinstance(opened, bool),
+          expected="`opened`: a whole number of sessions, read from the server", seen=opened,
+          hint="opened = server_sessions(settings) - before.sessions")
+    check(opened == counted, expected=f"your `opened` to be what the server counted: {counted}", seen=opened,
+          hint="read server_sessions(settings) after reused.close() and wait_until_gone(settings, pids), and "
+               "subtract before.sessions. Counting the PIDs (or the inserts) is not the server's answer.")
+    check(counted == 1, expected="exactly 1 new session on the server (pg_stat_database.sessions)", seen=counted,
+          hint="one connection for every insert; did your cell open another one (create_connection()) "
+               "to look something up?")
+    rows = _committed_rows(settings) - before.rows
+    check(rows >= count, expected=f"{count} more committed rows, one per name (other sessions can see them)",
+          seen=f"{max(rows, 0)} more committed rows",
+          hint="insert inside `with reused.connection() as conn:`, which commits when the block ends; "
+               "reused.get() hands out the connection but commits nothing, and closing it discards the inserts.")
+    check(rows == count, expected=f"exactly {count} more rows", seen=rows,
+          hint="insert each name once; run the tidy-up cell below, then the challenge cell again.")
+    return passed("connected once", f"{count} inserts, 1 backend, 1 session on the server's own counter: "
+                                    "one connect, reused.")
