@@ -198,3 +198,192 @@ def test_the_decoder_process_ignores_ctrl_c_meant_for_the_learners_code() -> Non
         assert decoder.collect() == ([], 0)
     finally:
         decoder.stop()
+
+
+# ---------------------------------------------------------------------------------------- when things go wrong
+def test_hand_overs_from_two_threads_reach_the_decoder_in_arrival_order() -> None:
+    """A slow decoder and two threads handing over at once: the batches must not overtake each other."""
+
+    class SlowRecording(InProcessDecoder):
+        def __init__(self) -> None:
+            super().__init__(10)
+            self.seen: list[float] = []
+
+        def send(self, chunks) -> None:
+            if chunks and chunks[0][0] // 50 % 2:  # every other burst is slow to decode
+                time.sleep(0.02)
+            self.seen.extend(chunk[0] for chunk in chunks)
+
+    tap = WireTap("127.0.0.1", 9)  # not started: only the queue and the hand-over run
+    tap._decoder = decoder = SlowRecording()
+    stop = threading.Event()
+
+    def hand_over() -> None:
+        deadline = time.monotonic() + 30
+        while not stop.is_set() and time.monotonic() < deadline:
+            tap._hand_over()
+
+    threads = [threading.Thread(target=hand_over) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for i in range(1000):
+        tap._queue.append((float(i), 1, CLIENT, b"x"))
+        if i % 50 == 0:
+            time.sleep(0.001)
+    stop.set()
+    for thread in threads:
+        thread.join(30)
+    tap._hand_over()
+    assert decoder.seen == [float(i) for i in range(1000)]
+
+
+def test_close_records_a_message_the_teardown_cut_in_the_middle() -> None:
+    import socket
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    with listener, WireTap("127.0.0.1", listener.getsockname()[1]) as tap:
+        client = socket.create_connection(("127.0.0.1", tap.port), timeout=5)
+        server_side, _ = listener.accept()
+        client.sendall(b"\x00\x00\x00\x50\x00\x03")  # the first 6 of a StartupMessage's 80 bytes
+        tap.settle(0.05)
+    client.close()
+    server_side.close()
+    assert tap.messages()["name"].iloc[-1] == "(cut mid-message)"
+
+
+def test_questions_while_the_tap_closes_neither_fail_nor_invent_a_lost_decoder() -> None:
+    tap = WireTap("127.0.0.1", 9)  # no connection is made: only the tap's own machinery runs
+    failures: list[str] = []
+    for _ in range(8):
+        tap.start()
+        stop = threading.Event()
+
+        def ask(stop: threading.Event = stop) -> None:
+            deadline = time.monotonic() + 10
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    tap.round_trips()
+                except Exception as exc:  # noqa: BLE001 - the test collects them all
+                    failures.append(repr(exc))
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        time.sleep(0.02)
+        tap.close()
+        stop.set()
+        asker.join(10)
+    assert failures == [] and len(tap.messages()) == 0
+
+
+def test_ctrl_c_during_a_question_gives_up_the_decoder_and_says_so_and_the_bytes_still_pass(
+        settings, monkeypatch) -> None:
+    with WireTap(settings.host, settings.port) as tap:
+        conn = psycopg2.connect(**settings.with_(host=tap.listen_host, port=tap.port).connect_kwargs())
+        conn.autocommit = True
+        child = psutil.Process(tap._decoder.pid)
+        real_read = decoder_process._read_message
+
+        def interrupted(stream):
+            monkeypatch.setattr(decoder_process, "_read_message", real_read)
+            stream.read(2)  # half a header, then the learner presses Ctrl-C
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(decoder_process, "_read_message", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            tap.messages()
+        with conn.cursor() as cur:
+            for i in range(20):
+                cur.execute("SELECT %s::int", (i,))
+                assert cur.fetchone() == (i,)
+        conn.close()
+        tap.settle()
+        lost = tap.messages().query(f"name == '{MALFORMED}'")
+    assert len(lost) == 1 and "interrupted while it answered" in lost["summary"].iloc[0]
+    child.wait(10)  # killed when given up, reaped by close()
+
+
+@pytest.mark.skipif(os.name == "nt", reason="SIGSTOP is POSIX's")
+def test_a_stalled_decoder_holds_the_traffic_back_only_briefly_then_is_given_up(monkeypatch) -> None:
+    import signal
+    import socket
+
+    from pgfactory_kit.measuring import wiretap
+
+    monkeypatch.setattr(wiretap, "MAX_WAITING_BYTES", 1 << 20)
+    monkeypatch.setattr(wiretap, "BACK_PRESSURE_TIMEOUT_S", 0.5)
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(5)
+    received = [0]
+
+    def sink() -> None:
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        with conn:
+            while received[0] < 16 << 20:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                received[0] += len(data)
+
+    sink_thread = threading.Thread(target=sink)
+    sink_thread.start()
+    with listener, WireTap("127.0.0.1", listener.getsockname()[1]) as tap:
+        os.kill(tap._decoder.pid, signal.SIGSTOP)  # our own child: it stops reading
+        client = socket.create_connection(("127.0.0.1", tap.port), timeout=10)
+        started = time.monotonic()
+        with client:
+            for _ in range(256):
+                client.sendall(b"x" * 65536)  # 16 MiB: far more than the pipe and the bound hold
+            sink_thread.join(30)
+        took = time.monotonic() - started
+        lost = tap.messages().query(f"name == '{MALFORMED}'")
+    assert received[0] == 16 << 20 and took < 15
+    assert any("behind the traffic" in summary for summary in lost["summary"])
+
+
+def test_a_child_that_hangs_or_talks_before_it_is_ready_is_refused_in_bounded_time(monkeypatch) -> None:
+    monkeypatch.setattr(decoder_process, "READY_TIMEOUT_S", 1.0)
+    for code in ("import time; time.sleep(60)",
+                 "import sys; sys.stdout.buffer.write(b'hello from a site customisation\\n' * 99); "
+                 "sys.stdout.flush(); import time; time.sleep(60)"):
+        monkeypatch.setattr(decoder_process, "CHILD_CODE", code)
+        started = time.monotonic()
+        with pytest.raises(OSError, match="did not start"):
+            DecoderProcess(10)
+        assert time.monotonic() - started < 8
+
+
+def test_the_child_imports_this_kit_even_where_the_current_folder_holds_another(tmp_path, monkeypatch) -> None:
+    fake = tmp_path / "pgfactory_kit"
+    (fake / "measuring").mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise SystemExit(7)  # an old clone\n")
+    (fake / "measuring" / "__init__.py").write_text("")
+    monkeypatch.chdir(tmp_path)
+    decoder = DecoderProcess(10)
+    try:
+        assert decoder.collect() == ([], 0)
+    finally:
+        decoder.stop()
+
+
+def test_a_failing_hand_over_gives_the_decoder_up_and_the_hand_overs_go_on(settings, monkeypatch) -> None:
+    with WireTap(settings.host, settings.port) as tap:
+        calls = [0]
+        real_send = tap._decoder.send
+
+        def send_once_broken(chunks) -> None:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise MemoryError("no room for the batch")
+            real_send(chunks)
+
+        monkeypatch.setattr(tap._decoder, "send", send_once_broken)
+        tap._queue.append((0.0, 99, CLIENT, b"x"))
+        deadline = time.monotonic() + 5
+        while calls[0] < 3 and time.monotonic() < deadline:
+            tap._queue.append((0.0, 99, CLIENT, b"x"))
+            time.sleep(0.01)
+        assert calls[0] >= 3 and tap._hand_over_thread is not None and tap._hand_over_thread.is_alive()
+        lost = tap.messages().query(f"name == '{MALFORMED}'")
+    assert len(lost) == 1 and "a hand-over failed: MemoryError" in lost["summary"].iloc[0]

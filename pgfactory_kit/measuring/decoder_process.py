@@ -13,16 +13,19 @@ How they talk: the child's standard input and output, one message each way at a 
     tap -> child   ("collect",)               answer with (flat record, dropped) since the last collect
     tap -> child   ("stop",) or end of input  exit
 
-Promises: ``DecoderProcess()`` returns once the child is ready (about 0.3 s: a Python start and an
-import) or raises OSError; ``send`` never blocks the caller for long (the child reads continuously) and
-never raises; if the child cannot start, ``start_decoder`` returns an ``InProcessDecoder`` (same
-record, decoded on the caller's thread); if the child dies, its last undecoded messages are lost and the record says so
-with one ``(malformed)`` message; the bytes the tap forwards are never affected. The child ignores
-Ctrl-C (a notebook's interrupt is for the learner's code), exits when its input ends (so it cannot
-outlive the tap's process), and is stopped by ``stop()``, by its PID only.
+Promises: ``DecoderProcess()`` returns once the child is ready (about 0.2 s: a Python start and an
+import) or raises OSError within ``READY_TIMEOUT_S``; ``send`` never raises; if the child cannot start,
+``start_decoder`` returns an ``InProcessDecoder`` (same record, decoded on the caller's thread). Once
+anything goes wrong with the child — it dies, stops reading, answers garbage, or a Ctrl-C lands in the
+middle of a message — it is *abandoned*: killed (our own child, by its handle), so nothing can block on
+it, and the record gets one ``(malformed)`` message that says so; the bytes the tap forwards are never
+affected. The child ignores Ctrl-C (a notebook's interrupt is for the learner's code), exits when its
+input ends (so it cannot outlive the tap's process), imports this same kit (not one that the current
+folder may hold), and keeps no raw bytes once a batch is decoded.
 """
 from __future__ import annotations
 
+import contextlib
 import marshal
 import os
 import signal
@@ -30,16 +33,21 @@ import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .wire_protocol import CLIENT, MALFORMED
 from .wire_record import Chunk, RecordMaker
 
-# Run by import, not ``-m``: the package imports this module too, and runpy warns about running a module
-# that is already imported.
-CHILD_CODE = "import sys; from pgfactory_kit.measuring.decoder_process import main; sys.exit(main(sys.argv))"
+# Run by import, not ``-m`` (the package imports this module too, and runpy warns about running a module
+# that is already imported), with this kit's folder first on the path (``-c`` puts the current folder
+# first, where an old clone could shadow it). argv: the folder, max_messages.
+CHILD_CODE = ("import sys; sys.path.insert(0, sys.argv[1]); "
+              "from pgfactory_kit.measuring.decoder_process import main; sys.exit(main(int(sys.argv[2])))")
 HEADER = struct.Struct(">I")
+MAX_MESSAGE_BYTES = 1 << 30  # a larger length can only be a corrupt stream
+READY_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 5.0
 
 
@@ -51,6 +59,8 @@ class Decoder(Protocol):
     def send(self, chunks: list[Chunk]) -> None: ...
 
     def collect(self) -> tuple[list[Any], int]: ...
+
+    def abandon(self, why: str) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -80,33 +90,39 @@ class InProcessDecoder:
         with self._lock:
             return self._maker.collect()
 
+    def abandon(self, why: str) -> None:
+        pass  # nothing here can stall apart from this process itself
+
     def stop(self) -> None:
         pass
 
 
 class DecoderProcess:
-    """The parent's handle on the child: ``send`` from any thread, ``collect`` from any thread."""
+    """The parent's handle on the child: ``send`` and ``collect`` from any thread."""
 
     where = "another process"
 
     def __init__(self, max_messages: int) -> None:
-        package_root = str(Path(__file__).resolve().parents[2])  # so the child imports this same kit
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [package_root,
-                                                                        os.environ.get("PYTHONPATH")])))
+        package_root = str(Path(__file__).resolve().parents[2])
         self._process = subprocess.Popen(
-            [sys.executable, "-c", CHILD_CODE, str(max_messages)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, env=env, close_fds=True,
+            [sys.executable, "-c", CHILD_CODE, package_root, str(max_messages)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, close_fds=True,
             creationflags=getattr(subprocess, "CREATE_NO_WINDOW", 0))  # no console window on Windows
         self.pid = self._process.pid
-        if _read_message(self._process.stdout) != ("ready",):
-            self._process.kill()  # our own child, by its handle
-            code = self._process.wait(STOP_TIMEOUT_S)
-            raise OSError(f"the wire tap's decoder process did not start (exit code {code})")
         self._send_lock = threading.Lock()  # one message at a time into the pipe
         self._collect_lock = threading.Lock()  # one question at a time waits for its answer
-        self._lost: str | None = None  # why the child is gone, once it is
+        self._lost: str | None = None  # why the child was abandoned, once it was
         self._reported = False
         self._last_t = 0.0
+        with _watchdog(READY_TIMEOUT_S, self._kill):  # a child that hangs is killed, so the read ends
+            try:
+                ready = _read_message(self._process.stdout) == ("ready",)
+            except Exception:  # garbage before "ready" (a chatty site customisation, say)
+                ready = False
+        if not ready:
+            self._kill()
+            code = self._process.wait(STOP_TIMEOUT_S)
+            raise OSError(f"the wire tap's decoder process did not start (exit code {code})")
 
     def send(self, chunks: list[Chunk]) -> None:
         if chunks:
@@ -116,58 +132,81 @@ class DecoderProcess:
     def collect(self) -> tuple[list[Any], int]:
         with self._collect_lock:
             if self._write(("collect",)):
-                answer = _read_message(self._process.stdout)
+                try:
+                    answer = _read_message(self._process.stdout)
+                except Exception as exc:
+                    self.abandon(f"its answer was unreadable: {type(exc).__name__}")
+                    answer = None
+                except BaseException:  # Ctrl-C mid-answer: the rest of it would be read as the next one
+                    self.abandon("interrupted while it answered")
+                    raise
                 if answer is not None:
                     flat, dropped = answer
                     return flat, dropped
-                self._gone("its output ended")
+                self.abandon("its output ended")
             return self._lost_marker(), 0
 
+    def abandon(self, why: str) -> None:
+        """Give the child up: say why, then kill it (that unblocks any thread writing to it). Not under
+        the send lock: a thread stuck writing holds it; the first reason given is the one kept."""
+        self._lost = self._lost or why
+        self._kill()
+
     def stop(self) -> None:
-        """Ask the child to exit; after ``STOP_TIMEOUT_S``, kill it (our own child, by its PID)."""
-        self._write(("stop",))
-        for stream in (self._process.stdin, self._process.stdout):
-            try:
-                if stream is not None:
-                    stream.close()
-            except OSError:
-                pass
-        try:
-            self._process.wait(STOP_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait(STOP_TIMEOUT_S)
+        """Ask the child to exit; whatever blocks, after ``STOP_TIMEOUT_S`` it is killed."""
+        with _watchdog(STOP_TIMEOUT_S, self._kill):
+            self._write(("stop",))
+            for stream in (self._process.stdin, self._process.stdout):
+                with contextlib.suppress(OSError, ValueError):
+                    if stream is not None:
+                        stream.close()
+            self._process.wait()
 
     def _write(self, message: tuple[Any, ...]) -> bool:
-        payload = marshal.dumps(message)
         with self._send_lock:
             if self._lost is not None:
                 return False
+            stdin = self._process.stdin
             try:
-                stdin = self._process.stdin
+                payload = marshal.dumps(message)
                 assert stdin is not None
                 stdin.write(HEADER.pack(len(payload)))
                 stdin.write(payload)
                 stdin.flush()
                 return True
-            except (OSError, ValueError):  # broken pipe, or closed by stop()
-                self._lost = "it stopped reading"
-                return False
+            except Exception as exc:  # broken pipe, closed by stop(), no memory for the batch...
+                self._lost = self._lost or f"it could not be sent to: {type(exc).__name__}"
+            except BaseException:  # Ctrl-C mid-message: the child would read the rest as garbage
+                self._lost = self._lost or "interrupted while a batch was sent to it"
+                self._kill()
+                raise
+        self._kill()
+        return False
 
-    def _gone(self, why: str) -> None:
-        with self._send_lock:
-            self._lost = self._lost or why
+    def _kill(self) -> None:
+        with contextlib.suppress(OSError):
+            self._process.kill()
 
     def _lost_marker(self) -> list[Any]:
         """Once: one message saying the decoder ended and what that means for the record."""
         if self._reported:
             return []
         self._reported = True
-        code = self._process.poll()
-        ended = f"exit code {code}" if code is not None else self._lost
         return [self._last_t, 0, CLIENT, MALFORMED, 0,
-                f"the decoder process ended ({ended}): its last messages and all later ones are not recorded "
-                f"(the bytes were still forwarded)"]
+                f"the decoder process ended ({self._lost}): its last messages and all later ones are not "
+                f"recorded (the bytes were still forwarded)"]
+
+
+@contextlib.contextmanager
+def _watchdog(seconds: float, action: Callable[[], None]) -> Iterator[None]:
+    """Run ``action`` (on a timer thread) if the block is still running after ``seconds``."""
+    timer = threading.Timer(seconds, action)
+    timer.daemon = True
+    timer.start()
+    try:
+        yield
+    finally:
+        timer.cancel()
 
 
 def _read_message(stream: IO[bytes] | None) -> Any:
@@ -178,6 +217,8 @@ def _read_message(stream: IO[bytes] | None) -> Any:
     if len(header) < HEADER.size:
         return None
     (size,) = HEADER.unpack(header)
+    if size > MAX_MESSAGE_BYTES:
+        raise ValueError(f"a message of {size} bytes: the stream is corrupt")
     payload = stream.read(size)
     if len(payload) < size:
         return None
@@ -191,13 +232,12 @@ def _write_message(stream: IO[bytes], message: Any) -> None:
     stream.flush()
 
 
-def main(argv: list[str]) -> int:
+def main(max_messages: int) -> int:
     """The child: decode what arrives on standard input, answer ``collect`` on standard output."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a notebook interrupts the learner's code only
-    max_messages = int(argv[1])
     requests = sys.stdin.buffer
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    sys.stdout = sys.stderr  # a stray print must not corrupt the answers
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print, even from C, must not corrupt them
     maker = RecordMaker(max_messages)
     _write_message(answers, ("ready",))
     while True:
@@ -208,4 +248,4 @@ def main(argv: list[str]) -> int:
             maker.feed(message[1])
         elif message[0] == "collect":
             _write_message(answers, maker.collect())
-
+        message = None  # the batch's raw bytes go now, not when the next one comes

@@ -28,7 +28,8 @@ DEFAULT_MAX_MESSAGES = 100_000
 SETTLE_S = 0.005  # at an operation's end: time for the tap to read what the client has already sent
 FLUSH_AFTER_S = 0.02  # the hand-over thread sends the queue to the decoder this often...
 FLUSH_BYTES = 1 << 20  # ...and as soon as this many bytes wait
-MAX_WAITING_BYTES = 8 << 20  # a decoder this far behind makes the proxy wait for it (back-pressure)
+MAX_WAITING_BYTES = 8 << 20  # a decoder this far behind makes the proxy wait for it (back-pressure)...
+BACK_PRESSURE_TIMEOUT_S = 5.0  # ...for at most this long, then the decoder is abandoned
 
 
 class _Connection:
@@ -53,8 +54,10 @@ class WireTap(DelayProxy):
       and appends it to a queue (a ``deque``: safe to append on one thread and pop on another);
     - a hand-over thread wakes every ``FLUSH_AFTER_S`` (at once when ``FLUSH_BYTES`` wait) and sends
       what is queued, in one message, to the decoder; a question about the record does the same first;
-      if ``MAX_WAITING_BYTES`` wait all the same (a decoder slower than the traffic), the proxy hands
-      over itself and so waits for the decoder: the queue cannot grow without bound;
+      if ``MAX_WAITING_BYTES`` wait all the same (a decoder slower than the traffic), the proxy waits
+      for the hand-over (back-pressure: the queue cannot grow without bound), but at most
+      ``BACK_PRESSURE_TIMEOUT_S``: a decoder that far behind for that long is abandoned, and the bytes
+      flow on unrecorded (the record says so);
     - the decoder, in another process (``decoder_process``), decodes and keeps the record until the
       tap asks for it.
     Why: decoding in Python on the proxy's thread holds the interpreter lock the waiting client needs
@@ -73,12 +76,13 @@ class WireTap(DelayProxy):
         self._queue: deque[Chunk] = deque()  # arrived, not yet handed over: the loop appends, hand-overs pop
         self._bytes_in = 0  # bytes queued so far: written by the loop only
         self._bytes_out = 0  # bytes handed over so far: written under _hand_over_lock only
-        self._wake = threading.Event()
+        self._wake = threading.Event()  # set: hand over now
+        self._handed_over = threading.Event()  # set after each hand-over (what back-pressure waits for)
         self._hand_over_thread: threading.Thread | None = None
         self._hand_over_lock = threading.Lock()  # one hand-over at a time, so batches stay in order
         self._decoder: Decoder = InProcessDecoder(self.max_messages)  # until start() starts the process
         # The record, flat (see wire_record): t, connection, direction, name, length, detail per message.
-        self._record_lock = threading.Lock()
+        self._record_lock = threading.RLock()  # a question, and close()'s last one, one at a time
         self._flat: list[Any] = []
         self._kept = 0  # messages in _flat
         self._dropped = 0  # messages decoded after the record was full
@@ -121,8 +125,10 @@ class WireTap(DelayProxy):
         """Stop the proxy, take the whole record from the decoder, stop the decoder. The record stays."""
         if self._thread is None:
             return
-        super().close()  # the connections' teardown chunks are queued by now
-        self._stop_hand_over()
+        try:
+            super().close()  # the connections' teardown chunks are queued by now
+        finally:
+            self._stop_hand_over()
 
     stop = close
 
@@ -130,13 +136,18 @@ class WireTap(DelayProxy):
         return self.start()
 
     def _stop_hand_over(self) -> None:
+        """Stop the hand-over thread, take the last of the record, and only then stop the decoder."""
         thread, self._hand_over_thread = self._hand_over_thread, None
         if thread is not None:
             self._wake.set()
             thread.join(STOP_TIMEOUT_S)
-        self._collect()
-        self._decoder.stop()
-        self._decoder = InProcessDecoder(self.max_messages)
+            if thread.is_alive():  # stuck sending to a decoder that does not read
+                self._decoder.abandon("it stopped reading")
+                thread.join(STOP_TIMEOUT_S)
+        with self._record_lock:  # a question on another thread waits, then finds the record complete
+            self._collect()
+            decoder, self._decoder = self._decoder, InProcessDecoder(self.max_messages)
+        decoder.stop()
 
     # ------------------------------------------------------------------ the proxy's hook (event loop)
     def _observer(self, number: int) -> _Connection:
@@ -153,7 +164,15 @@ class WireTap(DelayProxy):
         if waiting >= FLUSH_BYTES:
             self._wake.set()
             if waiting >= MAX_WAITING_BYTES:
-                self._hand_over()
+                self._wait_for_hand_over()
+
+    def _wait_for_hand_over(self) -> None:
+        """Back-pressure: the loop (so the traffic) waits for the next hand-over, within a bound."""
+        self._handed_over.clear()
+        self._wake.set()
+        if not self._handed_over.wait(BACK_PRESSURE_TIMEOUT_S):
+            self._decoder.abandon(f"it fell {MAX_WAITING_BYTES >> 20} MiB behind the traffic for "
+                                  f"{BACK_PRESSURE_TIMEOUT_S:g} s")
 
     # ------------------------------------------------------------------ hand-over and record
     def _hand_over_every_while(self) -> None:
@@ -161,7 +180,10 @@ class WireTap(DelayProxy):
         while self._hand_over_thread is threading.current_thread():
             self._wake.wait(FLUSH_AFTER_S)
             self._wake.clear()
-            self._hand_over()
+            try:
+                self._hand_over()
+            except Exception as exc:  # a bug here must not stop the hand-overs (nor the bytes)
+                self._decoder.abandon(f"a hand-over failed: {type(exc).__name__}")
 
     def _hand_over(self) -> None:
         """Send every queued chunk to the decoder, in arrival order (any thread)."""
@@ -169,8 +191,11 @@ class WireTap(DelayProxy):
             queue, chunks = self._queue, []
             while queue:
                 chunks.append(queue.popleft())
-            self._decoder.send(chunks)
-            self._bytes_out += sum(len(chunk[3]) for chunk in chunks)
+            try:
+                self._decoder.send(chunks)
+            finally:  # sent or lost with an abandoned decoder: either way no longer waiting
+                self._bytes_out += sum(len(chunk[3]) for chunk in chunks)
+                self._handed_over.set()
 
     def _collect(self) -> None:
         """Everything queued so far, decoded, into the record (within the cap)."""
@@ -240,9 +265,9 @@ class WireTap(DelayProxy):
         """One row per marked operation: its window, connections, messages and round trips."""
         import pandas as pd
 
-        rows = []
+        rows, records = [], self._records()  # one snapshot for every operation
         for label, start, end in list(self._operations):
-            directions = self._directions_between(start, end)
+            directions = _directions_between(records, start, end)
             rows.append((label, start, end, len(directions), sum(len(d) for d in directions.values()),
                          sum(_round_trips(d) for d in directions.values())))
         return pd.DataFrame(rows, columns=OPERATION_COLUMNS)
@@ -259,10 +284,11 @@ class WireTap(DelayProxy):
     # ------------------------------------------------------------------ helpers
     def _records(self) -> list[tuple[float, int, Frame]]:
         """(t, connection, frame) per kept message, in arrival order (everything queued decoded first)."""
-        self._collect()
-        flat = self._flat
+        with self._record_lock:
+            self._collect()
+            flat = self._flat[:FIELDS * self._kept]
         return [(flat[i], flat[i + 1], Frame(flat[i + 2], flat[i + 3], flat[i + 4], flat[i + 5]))
-                for i in range(0, FIELDS * self._kept, FIELDS)]
+                for i in range(0, len(flat), FIELDS)]
 
     def _rows(self, operation: str | None) -> list[tuple[float, int, Frame]]:
         rows = self._records()
@@ -279,12 +305,6 @@ class WireTap(DelayProxy):
             out.setdefault(number, []).append(frame.direction)
         return out
 
-    def _directions_between(self, start: float, end: float) -> dict[int, list[str]]:
-        out: dict[int, list[str]] = {}
-        for t, number, frame in self._records():
-            if start <= t <= end:
-                out.setdefault(number, []).append(frame.direction)
-        return out
 
 
 def round_trip_table(messages: Any) -> Any:
@@ -319,6 +339,15 @@ def round_trip_table(messages: Any) -> Any:
         elif sent:
             rows.append(dict(conn=conn, round_trip=0, client=collapse(sent), server="(no reply awaited)"))
     return pd.DataFrame(rows, columns=["conn", "round_trip", "client", "server"])
+
+
+def _directions_between(records: list[tuple[float, int, Frame]], start: float, end: float) -> dict[int, list[str]]:
+    """Each connection's message directions, in order, for the records stamped within [start, end]."""
+    out: dict[int, list[str]] = {}
+    for t, number, frame in records:
+        if start <= t <= end:
+            out.setdefault(number, []).append(frame.direction)
+    return out
 
 
 def _round_trips(directions: list[str]) -> int:
