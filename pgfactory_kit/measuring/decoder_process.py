@@ -232,12 +232,20 @@ def _write_message(stream: IO[bytes], message: Any) -> None:
     stream.flush()
 
 
+def _point_stdout_elsewhere() -> None:
+    """File descriptor 1 to standard error, or to the null device where there is none (pythonw)."""
+    try:
+        os.dup2(sys.stderr.fileno(), 1)
+    except (AttributeError, OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), 1)
+
+
 def main(max_messages: int) -> int:
     """The child: decode what arrives on standard input, answer ``collect`` on standard output."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C in a notebook interrupts the learner's code only
     requests = sys.stdin.buffer
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
-    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # a stray print, even from C, must not corrupt them
+    _point_stdout_elsewhere()  # a stray print, even from C, must not corrupt the answers
     maker = RecordMaker(max_messages)
     _write_message(answers, ("ready",))
     while True:
