@@ -60,9 +60,9 @@ class WireTap(DelayProxy):
       flow on unrecorded (the record says so);
     - the decoder, in another process (``decoder_process``), decodes and keeps the record until the
       tap asks for it.
-    Why: decoding in Python on the proxy's thread holds the interpreter lock the waiting client needs
-    and slowed every ``SELECT 1`` by about a fifth; a timer on the event loop made each of its waits a
-    timed wait, which cost about 5% more. Measured in benchmarks/RESULTS.md ("Wire tap"). Raw bytes
+    Why: decoding in Python in this process holds the interpreter lock the waiting client needs (about
+    10% more per ``SELECT 1``; 3.5% from another process with a core to spare), and a timer on the event
+    loop makes each of its waits a timed wait (7–10% more). Measured in benchmarks/RESULTS.md ("Wire tap"). Raw bytes
     wait only in that queue and the pipe (about ``FLUSH_AFTER_S``), as every chunk waits in the proxy's
     own forwarding queue; the decoder keeps none of them.
     """
