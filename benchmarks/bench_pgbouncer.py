@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -26,7 +25,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import psycopg2
-from results_file import RESULTS, replace_block
+from results_file import RESULTS, machine_and_server, replace_block
 
 from pgfactory_kit.servers.daemon import free_port
 from pgfactory_kit.servers.pgbouncer import LocalPgBouncer, find_pgbouncer
@@ -80,12 +79,8 @@ def backends_started(admin: ConnectionSettings) -> int:
 
 
 def machine(settings: ConnectionSettings, bouncer: LocalPgBouncer) -> str:
-    conn = psycopg2.connect(**settings.connect_kwargs())
-    with conn.cursor() as cur:
-        cur.execute("SHOW server_version")
-        version = cur.fetchone()[0]
-    conn.close()
-    return (f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+    this_machine, version = machine_and_server(settings)
+    return (f"{this_machine}; "
             f"PostgreSQL {version} (LocalServer), {bouncer.status().version} (LocalPgBouncer, transaction "
             f"pooling, pool size {bouncer.pool_size}); TCP on 127.0.0.1, scram-sha-256 everywhere, no added RTT; "
             f"psycopg2 {psycopg2.__version__.split()[0]} (libpq {psycopg2.__libpq_version__}); "

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import socket
 import statistics
 import sys
@@ -36,7 +34,7 @@ from typing import Any
 import psycopg2
 import psycopg2.extensions
 import psycopg2.pool
-from results_file import RESULTS, replace_block
+from results_file import RESULTS, machine_and_server, replace_block
 
 from pgfactory_kit import ConnectionPool, make_factory
 from pgfactory_kit.servers.postgres import LocalServer
@@ -370,11 +368,7 @@ def free_port() -> int:
 
 
 def machine(settings) -> str:
-    conn = psycopg2.connect(**settings.connect_kwargs())
-    with conn.cursor() as cur:
-        cur.execute("SHOW server_version")
-        version = cur.fetchone()[0]
-    conn.close()
+    this_machine, version = machine_and_server(settings)
     versions = [f"psycopg2 {psycopg2.__version__.split()[0]}"]
     try:
         import psycopg
@@ -382,7 +376,7 @@ def machine(settings) -> str:
         versions += [f"psycopg {psycopg.__version__}", f"psycopg_pool {psycopg_pool.__version__}"]
     except ImportError:
         versions.append("psycopg_pool not installed")
-    return (f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+    return (f"{this_machine}; "
             f"PostgreSQL {version} (a private LocalServer) over TCP {settings.host}:{settings.port}, scram-sha-256, "
             f"no added RTT; {', '.join(versions)}")
 

@@ -30,7 +30,6 @@ import contextlib
 import datetime as dt
 import marshal
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -40,7 +39,7 @@ from pathlib import Path
 
 import psutil
 import psycopg2
-from results_file import RESULTS, replace_block
+from results_file import RESULTS, machine_and_server, replace_block
 
 from pgfactory_kit.measuring.decoder_process import Decoder, DecoderProcess, InProcessDecoder
 from pgfactory_kit.measuring.proxy import DelayProxy
@@ -252,12 +251,8 @@ def decoding_cost(settings: ConnectionSettings, rounds: int) -> dict[str, float]
 
 
 def machine(settings: ConnectionSettings) -> str:
-    conn = psycopg2.connect(**settings.connect_kwargs())
-    with conn.cursor() as cur:
-        cur.execute("SHOW server_version")
-        version = cur.fetchone()[0]
-    conn.close()
-    return (f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; "
+    this_machine, version = machine_and_server(settings)
+    return (f"{this_machine}; "
             f"PostgreSQL {version} (a private LocalServer) over TCP 127.0.0.1, scram-sha-256, sslmode=prefer; "
             f"psycopg2 {psycopg2.__version__.split()[0]}; load average at the end {os.getloadavg()[0]:.1f}")
 

@@ -1,13 +1,29 @@
-"""Write one benchmark's measured block into benchmarks/RESULTS.md, leaving every other section alone.
+"""Write one benchmark's measured block into benchmarks/RESULTS.md, leaving every other section alone;
+and the start of every block's "Machine:" line (``machine_and_server``).
 
 Each benchmark owns a section (``## Pool``) and, inside it, a block between ``<!-- NAME:start -->`` and
 ``<!-- NAME:end -->`` markers that it replaces on every run; prose around the block is kept."""
 from __future__ import annotations
 
+import contextlib
+import os
+import platform
 import re
 from pathlib import Path
+from typing import Any
+
+import psycopg2
+
+from pgfactory_kit.measuring.machine import server_version
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+
+
+def machine_and_server(settings: Any) -> tuple[str, str]:
+    """("<platform>, <n> CPUs, Python <version>", the PostgreSQL version at ``settings``)."""
+    with contextlib.closing(psycopg2.connect(**settings.connect_kwargs())) as conn:
+        version = server_version(conn)
+    return f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}", version
 
 
 def markers(name: str) -> tuple[str, str]:

@@ -58,6 +58,18 @@ def started_server(tmp_path_factory: pytest.TempPathFactory, name: str, **option
         srv.destroy()
 
 
+@pytest.fixture
+def echo():
+    """A TCP echo server on 127.0.0.1 (tests/test_latency.py's EchoServer), closed afterwards."""
+    from .test_latency import EchoServer
+
+    server = EchoServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
 @pytest.fixture(scope="session")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalServer]:
     """The test session's own LocalServer (fresh data dir, free port); destroyed at the end."""

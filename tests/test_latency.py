@@ -5,7 +5,6 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import psycopg2
@@ -57,15 +56,6 @@ class EchoServer:
         self.sock.close()
         for t in self._threads:
             t.join(5)
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def _roundtrip(port: int, payload: bytes) -> bytes:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-from collections.abc import Iterator
 
 import psycopg2
 import pytest
@@ -18,15 +17,6 @@ from .test_latency import IO_TIMEOUT_S, EchoServer, _roundtrip
 
 CONNECT_NAMES = ["SSLRequest", "SSLResponse", "StartupMessage", "AuthenticationSASL", "SASLInitialResponse",
                  "AuthenticationSASLContinue", "SASLResponse", "AuthenticationSASLFinal", "AuthenticationOk"]
-
-
-@pytest.fixture
-def echo() -> Iterator[EchoServer]:
-    server = EchoServer()
-    try:
-        yield server
-    finally:
-        server.close()
 
 
 def tapped_kwargs(settings, tap: WireTap, **extra) -> dict:
